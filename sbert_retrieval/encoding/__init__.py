@@ -1,0 +1,8 @@
+"""Text → vectors: the bi-encoder and SBERT pooling."""
+
+from __future__ import annotations
+
+from sbert_retrieval.encoding.bi_encoder import BiEncoder, TokenizedBatch
+from sbert_retrieval.encoding.pooling import pool
+
+__all__ = ["BiEncoder", "TokenizedBatch", "pool"]

@@ -1,0 +1,249 @@
+"""The bi-encoder: texts → L2-normalized float32 vectors with a transformers model and SBERT pooling."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sbert_retrieval.encoding.pooling import pool
+from sbert_retrieval.models import (
+    DEFAULT_MODEL,
+    POOLING_MODES,
+    EmbeddingSpec,
+    load_model_config,
+    model_fingerprint,
+    resolve_model_path,
+)
+
+__all__ = ["DTYPES", "BiEncoder", "TokenizedBatch"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """Texts tokenized once, ready to encode in any order.
+
+    Attributes:
+        input_ids: One list of token ids per text, special tokens included, truncated.
+        truncated: How many texts lost tokens to ``max_seq_length``.
+    """
+
+    input_ids: list[list[int]]
+    truncated: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(
+            f"unknown dtype {dtype!r}; valid: auto, {', '.join(sorted(DTYPES))}"
+        ) from None
+
+
+class BiEncoder:
+    """A Sentence-BERT bi-encoder on torch + transformers.
+
+    Settings come from the checkpoint's sentence-transformers files; any argument given here
+    overrides them. On CPU in float32 the vectors equal ``SentenceTransformer.encode``'s.
+
+    Args:
+        model: Hub id or local directory (default: ``sentence-transformers/all-MiniLM-L6-v2``,
+            resolved offline to its PyPI package).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (default: CUDA when available).
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"auto"`` (default: float16 on
+            CUDA, float32 on CPU). Outputs are float32 whatever the compute dtype.
+        max_seq_length: Tokens per text including special tokens; longer texts are truncated.
+        pooling: One of ``mean``, ``cls``, ``max``, ``mean_sqrt_len``, ``lasttoken``.
+        normalize: L2-normalize the outputs.
+        batch_size: Texts per forward pass (default 32).
+
+    Thread safety: :meth:`encode` may be called from several threads; calls are serialized
+    by an internal lock, because the fast tokenizer is not re-entrant.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_seq_length: int | None = None,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pooling is not None and pooling not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLING_MODES)}")
+        self.model_name = str(model)
+        self.path: Path = resolve_model_path(model)
+        config = load_model_config(self.path)
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.pooling = pooling or config.pooling
+        self.normalize = config.normalize if normalize is None else normalize
+        self.prompts = dict(config.prompts)
+        self.batch_size = batch_size
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"{self.path} has no fast tokenizer (tokenizer.json); one is required")
+        self.max_seq_length = int(max_seq_length or config.max_seq_length)
+        self.model: Any = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.dimension = int(self.model.config.hidden_size)
+        self._fingerprint = model_fingerprint(self.path)
+        self._input_names = tuple(self.tokenizer.model_input_names)
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)
+        self._lock = threading.Lock()
+
+    # -- identity -------------------------------------------------------------------------
+    def spec(self, *, query_prefix: str = "", passage_prefix: str = "") -> EmbeddingSpec:
+        """The identity of this encoder's vectors, to store with an index."""
+        return EmbeddingSpec(
+            model=self.model_name,
+            dimension=self.dimension,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            max_seq_length=self.max_seq_length,
+            fingerprint=self._fingerprint,
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
+        )
+
+    @property
+    def special_tokens_count(self) -> int:
+        """Special tokens the tokenizer adds to one text (2 for BERT: [CLS] and [SEP])."""
+        return int(self.tokenizer.num_special_tokens_to_add(pair=False))
+
+    # -- tokenization ---------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], *, prefix: str = "") -> TokenizedBatch:
+        """Tokenize texts (with ``prefix`` prepended), truncating to ``max_seq_length``.
+
+        Thread safety: serialized with :meth:`encode`.
+        """
+        inputs = [prefix + text for text in texts] if prefix else list(texts)
+        if not inputs:
+            return TokenizedBatch([], 0)
+        with self._lock:
+            encoded = self.tokenizer(
+                inputs,
+                truncation=True,
+                max_length=self.max_seq_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+        # The fast tokenizer keeps what truncation cut off; a non-empty overflow = truncated.
+        truncated = sum(1 for enc in encoded.encodings if enc.overflowing)
+        return TokenizedBatch(list(encoded["input_ids"]), truncated)
+
+    # -- encoding -------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        prefix: str = "",
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Encode texts into one row each.
+
+        Args:
+            texts: The texts; an empty sequence gives a ``(0, dim)`` array.
+            prefix: Prepended to every text (e.g. ``"query: "`` for asymmetric models).
+            batch_size: Overrides the encoder's batch size for this call.
+            show_progress: Show a tqdm bar over batches.
+
+        Returns:
+            ``(len(texts), dimension)`` float32, in the order of ``texts``.
+
+        Thread safety: safe; concurrent calls are serialized.
+        """
+        return self.encode_tokenized(
+            self.tokenize(texts, prefix=prefix), batch_size=batch_size, show_progress=show_progress
+        )
+
+    def encode_tokenized(
+        self,
+        tokenized: TokenizedBatch,
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Encode the output of :meth:`tokenize`; see :meth:`encode`."""
+        count = len(tokenized)
+        out = np.empty((count, self.dimension), dtype=np.float32)
+        if count == 0:
+            return out
+        for order, vectors in self._iter_batches(tokenized.input_ids, batch_size, show_progress):
+            out[order] = vectors
+        return out
+
+    def _iter_batches(
+        self, input_ids: list[list[int]], batch_size: int | None, show_progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        size = batch_size or self.batch_size
+        lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
+        # Longest first, so padding is minimal and an out-of-memory shows up on the first batch.
+        order = np.argsort(-lengths, kind="stable")
+        starts = range(0, len(order), size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Encoding", unit="batch")
+        with self._lock, torch.inference_mode():
+            for start in starts:
+                batch_order = order[start : start + size]
+                yield batch_order, self._forward([input_ids[i] for i in batch_order])
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        width = max(len(ids) for ids in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
+        attention_mask = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        features: dict[str, torch.Tensor] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+        }
+        if "token_type_ids" in self._input_names:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        states = self.model(**features).last_hidden_state
+        pooled = pool(states, attention_mask, self.pooling).float()
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        result: np.ndarray = pooled.cpu().numpy()
+        return result

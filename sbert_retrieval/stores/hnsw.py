@@ -1,0 +1,162 @@
+"""The embedded default store: an hnswlib HNSW graph persisted in a directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from sbert_retrieval.models import EmbeddingSpec
+from sbert_retrieval.stores.local import LocalStore, write_durably
+
+__all__ = ["HnswParams", "HnswStore"]
+
+_INITIAL_CAPACITY = 1024
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """HNSW graph parameters.
+
+    Attributes:
+        m: Links per node (default 16); more is better recall, more memory.
+        ef_construction: Candidate list size while building (default 200).
+        ef_search: Candidate list size while searching (default 128; ``max(ef_search, k)`` is
+            used). Unlike hnswlib itself, this store saves it with the index.
+        exact_threshold: A filter matching at most this many points is answered by exact search
+            over them (default 2,000), as a graph walk that skips most nodes loses recall.
+    """
+
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 128
+    exact_threshold: int = 2_000
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 1:
+                raise ValueError(f"HnswParams.{name} must be >= 1, got {value}")
+
+
+class HnswStore(LocalStore):
+    """Approximate nearest-neighbour search with hnswlib, persisted on disk.
+
+    Covers hnswlib's sharp edges: query widths are validated, ``k`` is clamped to the live count,
+    capacity grows automatically, ``ef_search`` is persisted, deleted slots are reused, and a
+    readers–writer lock keeps additions and searches apart (hnswlib's add and query must not run
+    concurrently).
+
+    Args:
+        path: Directory, or ``None`` for an in-memory index.
+        spec: See :class:`~sbert_retrieval.stores.local.LocalStore`.
+        params: Graph parameters for a new index; an existing index keeps its own, except
+            ``ef_search`` and ``exact_threshold`` when given explicitly.
+        read_only: Open without the writer lock.
+        metric: ``"cosine"`` or ``"ip"``.
+        num_threads: Threads hnswlib uses for a batch add or a batch query (default: all cores).
+
+    Thread safety: concurrent searches; writes are exclusive.
+    """
+
+    FORMAT = "sbert-retrieval/hnsw"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        spec: EmbeddingSpec | None = None,
+        *,
+        params: HnswParams | None = None,
+        read_only: bool = False,
+        metric: str = "cosine",
+        num_threads: int = -1,
+    ) -> None:
+        self._requested = params
+        self.params = params or HnswParams()
+        self.num_threads = num_threads
+        self._index: Any = None
+        super().__init__(path, spec, read_only=read_only, metric=metric)
+
+    # -- LocalStore hooks ------------------------------------------------------------------
+    def _new_index(self) -> Any:
+        return hnswlib.Index(space="cosine" if self.metric == "cosine" else "ip", dim=self.dimension)
+
+    def _init_vectors(self, params: Mapping[str, Any]) -> None:
+        self._index = self._new_index()
+        self._index.init_index(
+            max_elements=_INITIAL_CAPACITY,
+            M=self.params.m,
+            ef_construction=self.params.ef_construction,
+            random_seed=100,
+            allow_replace_deleted=True,
+        )
+        self._index.set_ef(self.params.ef_search)
+
+    def _persisted_params(self) -> dict[str, Any]:
+        return asdict(self.params)
+
+    def _load_vectors(self, manifest: Mapping[str, Any], file: Path, labels: list[int]) -> None:
+        stored = HnswParams(**manifest["params"])
+        if self._requested is not None:
+            # Graph shape is fixed once built; search-time settings may change.
+            stored = HnswParams(
+                m=stored.m,
+                ef_construction=stored.ef_construction,
+                ef_search=self._requested.ef_search,
+                exact_threshold=self._requested.exact_threshold,
+            )
+        self.params = stored
+        self._index = self._new_index()
+        capacity = max(int(manifest["count"]), 1) + _INITIAL_CAPACITY
+        self._index.load_index(str(file), max_elements=capacity, allow_replace_deleted=True)
+        self._index.set_ef(self.params.ef_search)
+        live = set(labels)
+        indexed = {int(label) for label in self._index.get_ids_list()}
+        # Labels deleted in the graph are not returned; live ones must all be present.
+        missing = live - indexed
+        if missing:
+            raise ValueError(f"{len(missing)} points of the points file are not in the index")
+
+    def _save_vectors(self, generation: int, live_labels: list[int]) -> dict[str, Any]:
+        assert self.path is not None
+        return write_durably(
+            self.path / f"index-{generation}.bin", lambda tmp: self._index.save_index(str(tmp))
+        )
+
+    def _add_vectors(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        needed = self._index.get_current_count() + len(labels)
+        capacity = self._index.get_max_elements()
+        if needed > capacity:
+            self._index.resize_index(max(needed, 2 * capacity))
+        self._index.add_items(vectors, labels, num_threads=self.num_threads, replace_deleted=True)
+
+    def _delete_vectors(self, labels: Sequence[int]) -> None:
+        for label in labels:
+            self._index.mark_deleted(int(label))
+
+    def _get_vectors(self, labels: Sequence[int]) -> np.ndarray:
+        if not len(labels):
+            return np.empty((0, self.dimension), dtype=np.float32)
+        return np.asarray(self._index.get_items(list(labels), return_type="numpy"), dtype=np.float32)
+
+    def _search_vectors(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None and len(allowed) <= max(self.params.exact_threshold, k):
+            return self._exact_search(queries, k, allowed)
+        allowed_set = None if allowed is None else set(allowed.tolist())
+        try:
+            labels, distances = self._index.knn_query(
+                queries,
+                k=k,
+                num_threads=self.num_threads,
+                filter=None if allowed_set is None else allowed_set.__contains__,
+            )
+        except RuntimeError:
+            # hnswlib could not reach k live (or allowed) points through the graph: answer exactly.
+            return self._exact_search(queries, k, allowed)
+        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
