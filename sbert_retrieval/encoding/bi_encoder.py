@@ -1,4 +1,4 @@
-"""The bi-encoder: texts → L2-normalized float32 vectors with a transformers model and SBERT pooling."""
+"""The bi-encoder: texts → float32 vectors with a transformers model and SBERT pooling."""
 
 from __future__ import annotations
 

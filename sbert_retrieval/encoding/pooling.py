@@ -30,7 +30,9 @@ def pool(token_states: torch.Tensor, attention_mask: torch.Tensor, mode: str) ->
         counts = mask.sum(dim=1).clamp(min=1e-9)
         return summed / (counts.sqrt() if mode == "mean_sqrt_len" else counts)
     if mode == "max":
-        masked = token_states.masked_fill(mask == 0, -1e9 if token_states.dtype == torch.float32 else -1e4)
+        masked = token_states.masked_fill(
+            mask == 0, -1e9 if token_states.dtype == torch.float32 else -1e4
+        )
         return masked.max(dim=1).values
     if mode == "lasttoken":
         # Works for left and right padding: the last position whose mask is 1.

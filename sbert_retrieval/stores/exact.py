@@ -73,7 +73,9 @@ class ExactStore(LocalStore):
     def _load_vectors(self, manifest: Mapping[str, Any], file: Path, labels: list[int]) -> None:
         rows = np.load(file, allow_pickle=False)
         if rows.shape != (len(labels), self.dimension):
-            raise ValueError(f"vectors file has shape {rows.shape}, expected {(len(labels), self.dimension)}")
+            raise ValueError(
+                f"vectors file has shape {rows.shape}, expected {(len(labels), self.dimension)}"
+            )
         self._init_vectors({})
         if labels:
             self._add_vectors(np.asarray(labels, dtype=np.int64), rows)

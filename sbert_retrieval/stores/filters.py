@@ -109,8 +109,17 @@ def parse_filter(spec: FilterLike | None) -> Filter | None:
         raise InvalidFilterError(f"a filter must be a mapping of field to condition, got {spec!r}")
     conditions: list[Condition] = []
     for field, condition in spec.items():
-        if not isinstance(field, str) or not field or field.startswith("$"):
-            raise InvalidFilterError(f"filter field names must be non-empty strings, got {field!r}")
+        if (
+            not isinstance(field, str)
+            or not field
+            or field.startswith("$")
+            or '"' in field
+            or "" in field.split(".")
+        ):
+            raise InvalidFilterError(
+                "filter field names must be non-empty strings of dot-separated non-empty parts,"
+                f" without '$' at the start or '\"', got {field!r}"
+            )
         if not isinstance(condition, Mapping):
             conditions.append(Condition(field, equals=(_check_scalar(field, condition),)))
             continue
@@ -130,10 +139,14 @@ def parse_filter(spec: FilterLike | None) -> Filter | None:
             values = condition["$in"]
             if not isinstance(values, (list, tuple)) or not values:
                 raise InvalidFilterError(f"filter on {field!r}: $in needs a non-empty list")
-            conditions.append(Condition(field, equals=tuple(_check_scalar(field, v) for v in values)))
+            conditions.append(
+                Condition(field, equals=tuple(_check_scalar(field, v) for v in values))
+            )
         else:
             for op, bound in ranges:
                 if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-                    raise InvalidFilterError(f"filter on {field!r}: {op} needs a number, got {bound!r}")
+                    raise InvalidFilterError(
+                        f"filter on {field!r}: {op} needs a number, got {bound!r}"
+                    )
             conditions.append(Condition(field, range=tuple((op, float(b)) for op, b in ranges)))
     return Filter(tuple(conditions)) if conditions else None

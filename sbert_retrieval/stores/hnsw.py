@@ -83,7 +83,9 @@ class HnswStore(LocalStore):
 
     # -- LocalStore hooks ------------------------------------------------------------------
     def _new_index(self) -> Any:
-        return hnswlib.Index(space="cosine" if self.metric == "cosine" else "ip", dim=self.dimension)
+        return hnswlib.Index(
+            space="cosine" if self.metric == "cosine" else "ip", dim=self.dimension
+        )
 
     def _init_vectors(self, params: Mapping[str, Any]) -> None:
         self._index = self._new_index()
@@ -141,7 +143,9 @@ class HnswStore(LocalStore):
     def _get_vectors(self, labels: Sequence[int]) -> np.ndarray:
         if not len(labels):
             return np.empty((0, self.dimension), dtype=np.float32)
-        return np.asarray(self._index.get_items(list(labels), return_type="numpy"), dtype=np.float32)
+        return np.asarray(
+            self._index.get_items(list(labels), return_type="numpy"), dtype=np.float32
+        )
 
     def _search_vectors(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None

@@ -30,7 +30,13 @@ import numpy as np
 from sbert_retrieval.errors import StoreCorruptedError, StoreError
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores._locking import ReadWriteLock, WriterLockFile
-from sbert_retrieval.stores.base import Record, ScoredRecord, VectorStore, check_spec, validate_queries
+from sbert_retrieval.stores.base import (
+    Record,
+    ScoredRecord,
+    VectorStore,
+    check_spec,
+    validate_queries,
+)
 from sbert_retrieval.stores.filters import FilterLike, parse_filter
 
 __all__ = ["METRICS", "LocalStore", "exact_top_k"]
@@ -80,7 +86,7 @@ def write_durably(path: Path, write: Callable[[Path], None]) -> dict[str, Any]:
         write(tmp)
         with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        tmp.replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -133,7 +139,9 @@ class LocalStore(VectorStore, abc.ABC):
         if manifest is None:
             if spec is None:
                 where = self.path or "an in-memory store"
-                raise ValueError(f"{where} holds no index yet: pass the encoder's spec to create one")
+                raise ValueError(
+                    f"{where} holds no index yet: pass the encoder's spec to create one"
+                )
             self.spec = spec
             self.metric = metric
             self._init_vectors(self._params_for_new())
@@ -186,14 +194,20 @@ class LocalStore(VectorStore, abc.ABC):
             return None
         if self.read_only:
             if not (self.path / MANIFEST).is_file():
-                raise StoreError(f"{self.path} holds no index (no {MANIFEST}); ingest into it first")
+                raise StoreError(
+                    f"{self.path} holds no index (no {MANIFEST}); ingest into it first"
+                )
         else:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create store directory {self.path}: {exc.strerror or exc}") from exc
+                raise StoreError(
+                    f"cannot create store directory {self.path}: {exc.strerror or exc}"
+                ) from exc
             if not os.access(self.path, os.W_OK):
-                raise StoreError(f"{self.path} is not writable; open it with read_only=True to search")
+                raise StoreError(
+                    f"{self.path} is not writable; open it with read_only=True to search"
+                )
             self._writer_lock = WriterLockFile(self.path)
         manifest_file = self.path / MANIFEST
         if not manifest_file.is_file():
@@ -220,7 +234,10 @@ class LocalStore(VectorStore, abc.ABC):
     def _verify(self, entry: Mapping[str, Any]) -> Path:
         assert self.path is not None
         file = self.path / str(entry["name"])
-        advice = f"restore {self.path} from a backup, or delete it and re-ingest (ingestion is idempotent)"
+        advice = (
+            f"restore {self.path} from a backup, or delete it and re-ingest"
+            " (ingestion is idempotent)"
+        )
         if not file.is_file():
             raise StoreCorruptedError(f"{file} is missing; {advice}")
         if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
@@ -247,7 +264,8 @@ class LocalStore(VectorStore, abc.ABC):
         except (KeyError, ValueError, TypeError, RuntimeError, OSError) as exc:
             self._release()
             raise StoreCorruptedError(
-                f"{self.path} cannot be loaded ({type(exc).__name__}: {exc}); delete it and re-ingest"
+                f"{self.path} cannot be loaded ({type(exc).__name__}: {exc});"
+                " delete it and re-ingest"
             ) from exc
         if not self.read_only:
             self._remove_stale_files(keep=(points_file.name, vectors_file.name))
@@ -303,7 +321,9 @@ class LocalStore(VectorStore, abc.ABC):
             try:
                 json.dumps(record.payload, allow_nan=False)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"record {record.id}: payload is not JSON-serializable ({exc})") from exc
+                raise ValueError(
+                    f"record {record.id}: payload is not JSON-serializable ({exc})"
+                ) from exc
         # A repeated id within one batch: the last one wins, as in a sequence of single upserts.
         last = {record.id: i for i, record in enumerate(records)}
         keep = sorted(last.values())
@@ -340,7 +360,8 @@ class LocalStore(VectorStore, abc.ABC):
                 return []
             vectors = self._get_vectors([label for _, label in found])
             return [
-                Record(pid, vectors[i], self._payloads[label]) for i, (pid, label) in enumerate(found)
+                Record(pid, vectors[i], self._payloads[label])
+                for i, (pid, label) in enumerate(found)
             ]
 
     def ids_by_document(self, doc_ids: Iterable[str]) -> dict[str, set[str]]:
@@ -361,7 +382,10 @@ class LocalStore(VectorStore, abc.ABC):
     def search(
         self, vectors: np.ndarray, k: int, *, filter: FilterLike | None = None
     ) -> list[list[ScoredRecord]]:
-        """See :meth:`VectorStore.search`. Thread safety: shared (concurrent searches run in parallel)."""
+        """See :meth:`VectorStore.search`.
+
+        Thread safety: shared (concurrent searches run in parallel).
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = validate_queries(vectors, self.dimension)
@@ -373,7 +397,8 @@ class LocalStore(VectorStore, abc.ABC):
             allowed: np.ndarray | None = None
             if parsed is not None:
                 allowed = np.fromiter(
-                    (label for label, p in self._payloads.items() if parsed.matches(p)), dtype=np.int64
+                    (label for label, p in self._payloads.items() if parsed.matches(p)),
+                    dtype=np.int64,
                 )
             available = len(self._ids) if allowed is None else len(allowed)
             if available == 0:
@@ -412,7 +437,11 @@ class LocalStore(VectorStore, abc.ABC):
                     for label in live:
                         handle.write(
                             json.dumps(
-                                {"label": label, "id": self._labels[label], "payload": self._payloads[label]},
+                                {
+                                    "label": label,
+                                    "id": self._labels[label],
+                                    "payload": self._payloads[label],
+                                },
                                 ensure_ascii=False,
                             )
                         )
@@ -431,10 +460,11 @@ class LocalStore(VectorStore, abc.ABC):
                 "next_label": self._next_label,
                 "files": {"points": points, "vectors": vectors},
             }
-            write_durably(
-                self.path / MANIFEST,
-                lambda tmp: tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8"),
-            )
+
+            def write_manifest(tmp: Path) -> None:
+                tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+            write_durably(self.path / MANIFEST, write_manifest)
             _fsync_dir(self.path)
             self._generation = generation
             self._dirty = False
@@ -444,7 +474,10 @@ class LocalStore(VectorStore, abc.ABC):
         return {}
 
     def close(self) -> None:
-        """Flush, then release the writer lock. Idempotent. Thread safety: call once, from one thread."""
+        """Flush, then release the writer lock. Idempotent.
+
+        Thread safety: call once, from one thread.
+        """
         if self._closed:
             return
         try:

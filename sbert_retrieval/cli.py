@@ -1,0 +1,411 @@
+"""The ``sbert-retrieval`` command: ingest, search, eval beir, eval sts.
+
+Command names, flags and JSON keys are a contract other tools depend on. Errors print one line
+``error: ...`` to stderr and exit 1 (2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _add_encoder_flags(parser: argparse.ArgumentParser, *, model_help: str) -> None:
+    group = parser.add_argument_group("encoder")
+    group.add_argument("--model", help=model_help)
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: auto)")
+    group.add_argument(
+        "--dtype", default=None, help="float32, float16, bfloat16 or auto (default: auto)"
+    )
+    group.add_argument(
+        "--batch-size", type=_positive, default=32, help="texts per forward pass (default 32)"
+    )
+
+
+def _add_store_flags(
+    parser: argparse.ArgumentParser, *, index_required: bool, backends: Sequence[str]
+) -> None:
+    group = parser.add_argument_group("store")
+    group.add_argument("--index", required=False, help="index directory (hnsw and exact backends)")
+    group.add_argument(
+        "--backend", choices=backends, default=backends[0], help=f"default: {backends[0]}"
+    )
+    group.add_argument(
+        "--qdrant-url", default=None, help="Qdrant server URL (API key from QDRANT_API_KEY)"
+    )
+    group.add_argument(
+        "--qdrant-path", default=None, help="directory of an embedded Qdrant (local mode)"
+    )
+    group.add_argument(
+        "--collection",
+        default="sbert_retrieval",
+        help="Qdrant collection (default sbert_retrieval)",
+    )
+    parser.set_defaults(_index_required=index_required)
+
+
+def _add_prefix_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--query-prefix",
+        default=None,
+        help="text before each query (default: the model's 'query' prompt)",
+    )
+    parser.add_argument(
+        "--passage-prefix",
+        default=None,
+        help="text before each passage (default: the model's 'passage'/'document' prompt)",
+    )
+
+
+def _add_rerank_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rerank",
+        metavar="MODEL",
+        default=None,
+        help="cross-encoder (hub id or path) to rerank with",
+    )
+    parser.add_argument(
+        "--rerank-depth", type=_positive, default=100, help="candidates reranked (default 100)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sbert-retrieval",
+        description="Sentence-BERT retrieval: ingest documents, search them, evaluate models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="load, chunk, encode and store documents",
+        description="Ingest JSONL files, BEIR corpora and folders of .txt/.md files.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
+    _add_store_flags(ingest, index_required=True, backends=("hnsw", "exact", "qdrant"))
+    _add_encoder_flags(
+        ingest,
+        model_help="hub id or local path (default: the index's model, else all-MiniLM-L6-v2)",
+    )
+    _add_prefix_flags(ingest)
+    ingest.add_argument(
+        "--chunk-tokens",
+        type=_positive,
+        default=None,
+        help="tokens per chunk (default: the model's window)",
+    )
+    ingest.add_argument(
+        "--overlap",
+        type=_non_negative,
+        default=32,
+        help="tokens shared by consecutive chunks (default 32)",
+    )
+    ingest.add_argument(
+        "--doc-mode", choices=("chunk", "truncate"), default="chunk", help="default: chunk"
+    )
+    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
+    ingest.add_argument("--progress", action="store_true", help="show a progress bar")
+
+    search = commands.add_parser(
+        "search", help="search an index", description="Print the top hits for a query."
+    )
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("-k", type=_positive, default=10, help="hits to return (default 10)")
+    search.add_argument(
+        "--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "en"}\''
+    )
+    search.add_argument(
+        "--doc-level", action="store_true", help="one hit per document (its best chunk)"
+    )
+    _add_store_flags(search, index_required=True, backends=("hnsw", "exact", "qdrant"))
+    _add_encoder_flags(search, model_help="override the index's model path (same weights required)")
+    _add_rerank_flags(search)
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a model", description="Evaluate on BEIR or STS data."
+    )
+    benchmarks = evaluate.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    beir = benchmarks.add_parser(
+        "beir",
+        help="BEIR retrieval (nDCG@10, MRR@10, Recall@100, MAP@100)",
+        description="Evaluate retrieval on a BEIR dataset folder.",
+    )
+    beir.add_argument(
+        "dataset", metavar="DIR", help="folder with corpus.jsonl[.gz], queries.jsonl, qrels/"
+    )
+    beir.add_argument("--split", default="test", help="qrels split to score (default test)")
+    _add_store_flags(beir, index_required=False, backends=("exact", "hnsw", "qdrant"))
+    _add_encoder_flags(beir, model_help="hub id or local path (default all-MiniLM-L6-v2)")
+    _add_prefix_flags(beir)
+    _add_rerank_flags(beir)
+    beir.add_argument(
+        "--doc-mode",
+        choices=("truncate", "chunk"),
+        default="truncate",
+        help="default: truncate (as MTEB)",
+    )
+    beir.add_argument(
+        "--top-k", type=_positive, default=100, help="documents retrieved per query (default 100)"
+    )
+    beir.add_argument(
+        "--cache-dir",
+        default=None,
+        help="embedding cache (default: ~/.cache/sbert_retrieval/embeddings)",
+    )
+    beir.add_argument("--no-cache", action="store_true", help="always encode the corpus")
+    beir.add_argument("--json", action="store_true", help="print the scores as JSON")
+    beir.add_argument("--progress", action="store_true", help="show progress bars")
+
+    sts = benchmarks.add_parser(
+        "sts",
+        help="STS Spearman/Pearson of cosine similarity",
+        description="Evaluate on a TSV with header score, sentence1, sentence2.",
+    )
+    sts.add_argument("file", metavar="FILE.tsv")
+    _add_encoder_flags(sts, model_help="hub id or local path (default all-MiniLM-L6-v2)")
+    sts.add_argument("--prefix", default="", help="text before each sentence")
+    sts.add_argument("--json", action="store_true", help="print the scores as JSON")
+    return parser
+
+
+def _encoder(args: argparse.Namespace, model: str | None) -> Any:
+    from sbert_retrieval.encoding import BiEncoder
+    from sbert_retrieval.models import DEFAULT_MODEL
+
+    return BiEncoder(
+        model or DEFAULT_MODEL, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
+
+
+def _prefixes(args: argparse.Namespace, encoder: Any) -> tuple[str, str]:
+    prompts = encoder.prompts
+    query = args.query_prefix if args.query_prefix is not None else prompts.get("query", "")
+    passage = args.passage_prefix
+    if passage is None:
+        passage = prompts.get("passage", prompts.get("document", ""))
+    return query, passage
+
+
+def _store_config(args: argparse.Namespace) -> Any:
+    from sbert_retrieval.stores.factory import StoreConfig
+
+    if args.backend != "qdrant" and args.index is None and args._index_required:
+        raise ValueError(f"--index DIR is required with --backend {args.backend}")
+    return StoreConfig(
+        backend=args.backend,
+        index=args.index,
+        qdrant_url=args.qdrant_url,
+        qdrant_path=args.qdrant_path,
+        collection=args.collection,
+    )
+
+
+def _reranker(args: argparse.Namespace) -> Any:
+    if not args.rerank:
+        return None
+    from sbert_retrieval.reranking import CrossEncoderReranker
+
+    return CrossEncoderReranker(args.rerank, device=args.device, dtype=args.dtype)
+
+
+def _cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.chunking import ChunkingConfig
+    from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
+    from sbert_retrieval.stores.factory import open_store, stored_spec
+
+    config = _store_config(args)
+    existing = stored_spec(config)
+    encoder = _encoder(args, args.model or (existing.model if existing else None))
+    if existing is not None:
+        query_prefix, passage_prefix = existing.query_prefix, existing.passage_prefix
+        if (args.query_prefix, args.passage_prefix) != (None, None) and (
+            (args.query_prefix or "", args.passage_prefix or "") != (query_prefix, passage_prefix)
+        ):
+            raise ValueError(
+                f"the index uses query prefix {query_prefix!r} and passage prefix"
+                f" {passage_prefix!r};"
+                " prefixes cannot change once an index is built (ingest into a new index)"
+            )
+    else:
+        query_prefix, passage_prefix = _prefixes(args, encoder)
+    spec = encoder.spec(query_prefix=query_prefix, passage_prefix=passage_prefix)
+    ingest_config = IngestConfig(
+        chunking=ChunkingConfig(chunk_tokens=args.chunk_tokens, overlap=args.overlap),
+        doc_mode=args.doc_mode,
+        show_progress=args.progress,
+    )
+    with open_store(config, spec) as store:
+        report = IngestionPipeline(encoder, store, ingest_config).ingest(args.paths)
+        total = store.count()
+    result = report.to_dict()
+    result["count"] = total
+    return result
+
+
+def _cmd_search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from sbert_retrieval.retrieval import Retriever
+    from sbert_retrieval.stores.factory import open_store, stored_spec
+
+    config = _store_config(args)
+    spec = stored_spec(config)
+    if spec is None:
+        where = config.index if config.backend != "qdrant" else f"collection {config.collection}"
+        raise ValueError(f"{where} holds no index; run 'sbert-retrieval ingest' first")
+    encoder = _encoder(args, args.model or spec.model)
+    filter_spec = json.loads(args.filter) if args.filter else None
+    with open_store(config, read_only=config.backend != "qdrant") as store:
+        retriever = Retriever(
+            encoder, store, reranker=_reranker(args), rerank_depth=args.rerank_depth
+        )
+        hits = retriever.search(args.query, args.k, filter=filter_spec, doc_level=args.doc_level)
+    return [
+        {
+            "doc_id": h.doc_id,
+            "score": h.score,
+            "text": h.text,
+            "start": h.start,
+            "end": h.end,
+            "metadata": dict(h.metadata),
+            "chunk_index": h.chunk_index,
+            "first_stage_score": h.first_stage_score,
+            "rerank_score": h.rerank_score,
+        }
+        for h in hits
+    ]
+
+
+def _cmd_eval_beir(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.evaluation.beir import evaluate_beir
+    from sbert_retrieval.evaluation.data import load_beir_dataset
+    from sbert_retrieval.stores.factory import StoreConfig, open_store
+
+    dataset = load_beir_dataset(args.dataset, split=args.split)
+    encoder = _encoder(args, args.model)
+    query_prefix, passage_prefix = _prefixes(args, encoder)
+    cache_dir = None
+    if not args.no_cache:
+        from sbert_retrieval.models import cache_dir as default_cache_dir
+
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir() / "embeddings"
+    factory = None
+    if args.backend == "qdrant":
+        config = _store_config(args)
+
+        def factory(spec: Any) -> Any:
+            return open_store(config, spec)
+    elif args.index is not None:
+        index_config = StoreConfig(backend=args.backend, index=args.index)
+
+        def factory(spec: Any) -> Any:
+            return open_store(index_config, spec)
+
+    result = evaluate_beir(
+        dataset,
+        encoder,
+        backend=args.backend,
+        doc_mode=args.doc_mode,
+        store_factory=factory,
+        query_prefix=query_prefix,
+        passage_prefix=passage_prefix,
+        top_k=args.top_k,
+        cache_dir=cache_dir,
+        reranker=_reranker(args),
+        rerank_depth=args.rerank_depth,
+        show_progress=args.progress,
+    )
+    return result.to_dict()
+
+
+def _cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.evaluation.data import load_sts_tsv
+    from sbert_retrieval.evaluation.sts import evaluate_sts
+
+    pairs = load_sts_tsv(args.file)
+    return evaluate_sts(pairs, _encoder(args, args.model), prefix=args.prefix).to_dict()
+
+
+def _print_human(command: str, result: Any) -> None:
+    if command == "search":
+        for rank, hit in enumerate(result, 1):
+            snippet = " ".join(hit["text"].split())[:160]
+            print(
+                f"{rank:>3}. {hit['score']:.4f}  {hit['doc_id']}"
+                f" [{hit['start']}:{hit['end']}]  {snippet}"
+            )
+        if not result:
+            print("no hits")
+        return
+    failures = result.pop("failures", None) if isinstance(result, dict) else None
+    for key, value in result.items():
+        if key == "metrics":
+            continue
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    for failure in failures or []:
+        print(f"skipped: {failure}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_transformers()
+    from sbert_retrieval.errors import SbertRetrievalError
+
+    handlers = {
+        "ingest": _cmd_ingest,
+        "search": _cmd_search,
+        "beir": _cmd_eval_beir,
+        "sts": _cmd_eval_sts,
+    }
+    name = args.benchmark if args.command == "eval" else args.command
+    try:
+        result = handlers[name](args)
+    except (SbertRetrievalError, ValueError, OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(result, ensure_ascii=False, indent=None if name == "search" else 1))
+    else:
+        _print_human(args.command, result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

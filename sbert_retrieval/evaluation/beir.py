@@ -1,0 +1,235 @@
+"""BEIR-style retrieval evaluation, comparable to MTEB's published numbers.
+
+As MTEB does: corpus title and text joined with one space, exact cosine search by default,
+hits whose id equals the query id dropped, metrics as pytrec_eval computes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sbert_retrieval.chunking import ChunkingConfig, TokenChunker
+from sbert_retrieval.documents import Chunk
+from sbert_retrieval.encoding.bi_encoder import BiEncoder
+from sbert_retrieval.encoding.cache import EmbeddingCache
+from sbert_retrieval.evaluation.data import BeirDataset
+from sbert_retrieval.evaluation.metrics import RetrievalScores, evaluate
+from sbert_retrieval.models import EmbeddingSpec
+from sbert_retrieval.pipeline import DOC_MODES, point_id
+from sbert_retrieval.retrieval import Reranker
+from sbert_retrieval.stores.base import Record, VectorStore
+from sbert_retrieval.stores.exact import ExactStore
+from sbert_retrieval.stores.hnsw import HnswParams, HnswStore
+
+__all__ = ["BACKENDS", "BeirResult", "evaluate_beir"]
+
+BACKENDS = ("exact", "hnsw", "qdrant")
+StoreFactory = Callable[[EmbeddingSpec], VectorStore]
+_UPSERT_BATCH = 1_000
+
+
+@dataclass(frozen=True)
+class BeirResult:
+    """The outcome of :func:`evaluate_beir`.
+
+    Attributes:
+        scores: All metrics (see :class:`RetrievalScores`).
+        queries: Queries evaluated.
+        docs: Corpus documents.
+        chunks: Points indexed (``docs`` in truncate mode).
+        truncated: Points cut at the encoder's ``max_seq_length``.
+        seconds: Wall time of the whole evaluation.
+        encode_seconds: Time spent encoding the corpus (≈0 when read from the cache).
+        cached: Whether the corpus vectors came from the embedding cache.
+        backend: ``exact``, ``hnsw`` or ``qdrant``.
+        doc_mode: ``truncate`` or ``chunk``.
+        reranked: Whether a cross-encoder reordered the top candidates.
+    """
+
+    scores: RetrievalScores
+    queries: int
+    docs: int
+    chunks: int
+    truncated: int
+    seconds: float
+    encode_seconds: float
+    cached: bool
+    backend: str
+    doc_mode: str
+    reranked: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON: the headline metrics first, then every metric and the run details."""
+        headline = {
+            key: self.scores.metrics[key] for key in ("ndcg@10", "mrr@10", "recall@100", "map@100")
+        }
+        return {
+            **headline,
+            "queries": self.queries,
+            "docs": self.docs,
+            "seconds": round(self.seconds, 3),
+            "chunks": self.chunks,
+            "truncated": self.truncated,
+            "encode_seconds": round(self.encode_seconds, 3),
+            "cached": self.cached,
+            "backend": self.backend,
+            "doc_mode": self.doc_mode,
+            "reranked": self.reranked,
+            "metrics": dict(self.scores.metrics),
+            **self.extra,
+        }
+
+
+def _make_store(
+    backend: str, spec: EmbeddingSpec, factory: StoreFactory | None, hnsw: HnswParams | None
+) -> VectorStore:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if factory is not None:
+        return factory(spec)
+    if backend == "exact":
+        return ExactStore(None, spec)
+    if backend == "hnsw":
+        return HnswStore(None, spec, params=hnsw)
+    raise ValueError("the qdrant backend needs a store_factory (a QdrantStore for the collection)")
+
+
+def evaluate_beir(
+    dataset: BeirDataset,
+    encoder: BiEncoder,
+    *,
+    backend: str = "exact",
+    doc_mode: str = "truncate",
+    store_factory: StoreFactory | None = None,
+    query_encoder: BiEncoder | None = None,
+    query_prefix: str = "",
+    passage_prefix: str = "",
+    chunking: ChunkingConfig | None = None,
+    hnsw_params: HnswParams | None = None,
+    top_k: int = 100,
+    cache_dir: str | Path | None = None,
+    reranker: Reranker | None = None,
+    rerank_depth: int = 100,
+    show_progress: bool = False,
+) -> BeirResult:
+    """Index a BEIR corpus, run its queries, and score the results.
+
+    Args:
+        dataset: From :func:`~sbert_retrieval.evaluation.data.load_beir_dataset`.
+        encoder: Passage encoder (and query encoder unless ``query_encoder`` is given).
+        backend: ``exact`` (MTEB's setting), ``hnsw`` or ``qdrant`` (needs ``store_factory``).
+        doc_mode: ``truncate`` encodes each document whole, cut at ``max_seq_length`` (MTEB);
+            ``chunk`` indexes token windows and scores a document by its best window.
+        store_factory: Builds the store from the spec (overrides ``backend``'s default store).
+        query_prefix / passage_prefix: Prefixes for asymmetric models.
+        chunking: Window settings for chunk mode.
+        hnsw_params: Graph settings for the hnsw backend.
+        top_k: Documents retrieved per query (default 100, enough for every reported metric).
+        cache_dir: Reuse corpus vectors encoded before by the same model and settings.
+        reranker: Reorders each query's top ``rerank_depth`` documents.
+        show_progress: Progress bars while encoding.
+    """
+    if doc_mode not in DOC_MODES:
+        raise ValueError(f"unknown doc_mode {doc_mode!r}; valid: {', '.join(DOC_MODES)}")
+    started = time.perf_counter()
+    documents = list(dataset.corpus.values())
+    if doc_mode == "truncate":
+        chunks = [Chunk(d.id, 0, d.text, 0, len(d.text), 0, d.metadata) for d in documents]
+    else:
+        chunker = TokenChunker.for_encoder(encoder, chunking, prefix=passage_prefix)
+        chunks = [c for per_doc in chunker.chunk_many(documents) for c in per_doc]
+    texts = [c.text for c in chunks]
+    truncated = encoder.tokenize(texts, prefix=passage_prefix).truncated
+    encode_started = time.perf_counter()
+    if cache_dir is not None:
+        vectors, cached = EmbeddingCache(cache_dir).encode(
+            encoder, texts, prefix=passage_prefix, show_progress=show_progress
+        )
+    else:
+        vectors, cached = (
+            encoder.encode(texts, prefix=passage_prefix, show_progress=show_progress),
+            False,
+        )
+    encode_seconds = time.perf_counter() - encode_started
+
+    spec = encoder.spec(query_prefix=query_prefix, passage_prefix=passage_prefix)
+    store = _make_store(backend, spec, store_factory, hnsw_params)
+    try:
+        for start in range(0, len(chunks), _UPSERT_BATCH):
+            batch = chunks[start : start + _UPSERT_BATCH]
+            store.upsert(
+                [
+                    Record(
+                        point_id(c.doc_id, c.index, c.text),
+                        vectors[start + i],
+                        {
+                            "doc_id": c.doc_id,
+                            "chunk_index": c.index,
+                            "start": c.start,
+                            "end": c.end,
+                        },
+                    )
+                    for i, c in enumerate(batch)
+                ]
+            )
+        query_ids = list(dataset.queries)
+        query_texts = [dataset.queries[q] for q in query_ids]
+        query_vectors = (query_encoder or encoder).encode(query_texts, prefix=query_prefix)
+        # One extra hit per query covers the BEIR rule of dropping a hit whose id is the query's.
+        depth = top_k + 1 if doc_mode == "truncate" else min(store.count(), 5 * top_k)
+        results = store.search(query_vectors, depth)
+    finally:
+        store.close()
+
+    run: dict[str, dict[str, float]] = {}
+    for qid, row in zip(query_ids, results, strict=True):
+        best: dict[str, float] = {}
+        for record in row:
+            doc_id = str(record.payload["doc_id"])
+            if doc_id != qid and doc_id not in best:
+                best[doc_id] = record.score
+            if len(best) == top_k:
+                break
+        run[qid] = best
+    if reranker is not None:
+        run = _rerank_run(run, dataset, query_ids, reranker, rerank_depth)
+    scores = evaluate(dataset.qrels, run, k_values=(1, 3, 5, 10, 100))
+    return BeirResult(
+        scores=scores,
+        queries=scores.queries,
+        docs=len(documents),
+        chunks=len(chunks),
+        truncated=truncated,
+        seconds=time.perf_counter() - started,
+        encode_seconds=encode_seconds,
+        cached=cached,
+        backend=backend,
+        doc_mode=doc_mode,
+        reranked=reranker is not None,
+    )
+
+
+def _rerank_run(
+    run: dict[str, dict[str, float]],
+    dataset: BeirDataset,
+    query_ids: Sequence[str],
+    reranker: Reranker,
+    depth: int,
+) -> dict[str, dict[str, float]]:
+    reranked: dict[str, dict[str, float]] = {}
+    for qid in query_ids:
+        ranked = sorted(run[qid].items(), key=lambda item: -item[1])
+        head, tail = ranked[:depth], ranked[depth:]
+        scores = reranker.score(dataset.queries[qid], [dataset.corpus[d].text for d, _ in head])
+        # Reranked documents stay above the rest: shift the tail below the lowest rerank score.
+        floor = min(scores, default=0.0)
+        out = {doc: float(s) for (doc, _), s in zip(head, scores, strict=True)}
+        tail_top = tail[0][1] if tail else 0.0
+        out.update({doc: floor - 1.0 - (tail_top - s) for doc, s in tail})
+        reranked[qid] = out
+    return reranked

@@ -1,0 +1,128 @@
+"""The bi-encoder against sentence-transformers, the reference implementation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbert_retrieval.encoding import BiEncoder
+from tests.conftest import build_tiny_model
+
+EDGE_CASES = [
+    "",
+    " ",
+    "  leading and trailing spaces  ",
+    "Unicode: naïve café, Ελληνικά, 中文, emoji 🚀🔥",
+    "A" * 5,
+    "word " * 400,  # beyond max_seq_length: truncated the same way
+    "Tabs\tand\nnewlines\r\nmixed",
+]
+
+
+def scifact_abstracts(shared_data: Path, count: int) -> list[str]:
+    texts = []
+    with gzip.open(shared_data / "scifact" / "corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            texts.append(f"{record['title']} {record['text']}".strip())
+            if len(texts) == count:
+                break
+    return texts
+
+
+@pytest.fixture(scope="module")
+def st_minilm(minilm_encoder):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_encoder.path), device="cpu")
+
+
+def test_minilm_matches_sentence_transformers(minilm_encoder, st_minilm, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    texts = EDGE_CASES + scifact_abstracts(shared_data, 40)
+    ours = minilm_encoder.encode(texts)
+    reference = st_minilm.encode(texts, convert_to_numpy=True, batch_size=32)
+    assert ours.dtype == np.float32
+    assert ours.shape == (len(texts), 384)
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_minilm_settings_come_from_its_config(minilm_encoder) -> None:  # type: ignore[no-untyped-def]
+    assert (minilm_encoder.max_seq_length, minilm_encoder.pooling, minilm_encoder.normalize) == (
+        256,
+        "mean",
+        True,
+    )
+    assert minilm_encoder.dimension == 384
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "mean_sqrt_len", "lasttoken"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_every_pooling_mode_matches_sentence_transformers(
+    tmp_path: Path, pooling: str, normalize: bool
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = build_tiny_model(tmp_path / "m", pooling=pooling, normalize=normalize)
+    texts = [*EDGE_CASES, "short", "a somewhat longer sentence with more tokens in it"]
+    ours = BiEncoder(model_dir, device="cpu").encode(texts, batch_size=3)
+    reference = SentenceTransformer(str(model_dir), device="cpu").encode(
+        texts, convert_to_numpy=True
+    )
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+
+
+def test_order_and_batch_size_do_not_change_vectors(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    texts = [f"sentence number {i} " * (1 + i % 9) for i in range(50)]
+    whole = tiny_encoder.encode(texts, batch_size=64)
+    np.testing.assert_allclose(tiny_encoder.encode(texts, batch_size=1), whole, atol=1e-5)
+    np.testing.assert_allclose(tiny_encoder.encode(texts[::-1])[::-1], whole, atol=1e-5)
+    np.testing.assert_allclose(tiny_encoder.encode([texts[7]])[0], whole[7], atol=1e-5)
+
+
+def test_empty_input_gives_an_empty_matrix(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    assert tiny_encoder.encode([]).shape == (0, 32)
+
+
+def test_truncation_is_counted(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    batch = tiny_encoder.tokenize(["short text", "word " * 62, "word " * 63, "word " * 1000])
+    # 64 tokens max: 62 words + [CLS] + [SEP] fit; 63 do not.
+    assert batch.truncated == 2
+    assert [len(ids) for ids in batch.input_ids] == [4, 64, 64, 64]
+
+
+def test_prefix_is_prepended(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    np.testing.assert_allclose(
+        tiny_encoder.encode(["the text"], prefix="query: "),
+        tiny_encoder.encode(["query: the text"]),
+        atol=1e-6,
+    )
+
+
+def test_bfloat16_stays_close_to_float32(tiny_model_dir: Path) -> None:
+    texts = [f"bfloat16 check {i} " * (1 + i % 5) for i in range(20)]
+    reference = BiEncoder(tiny_model_dir, device="cpu", dtype="float32").encode(texts)
+    low = BiEncoder(tiny_model_dir, device="cpu", dtype="bfloat16").encode(texts)
+    assert low.dtype == np.float32
+    cosines = np.sum(low * reference, axis=1)
+    assert cosines.min() >= 0.995
+
+
+def test_bad_settings_list_the_valid_choices(tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="valid: auto, bf16"):
+        BiEncoder(tiny_model_dir, dtype="float8")
+    with pytest.raises(ValueError, match="mean_sqrt_len"):
+        BiEncoder(tiny_model_dir, pooling="median")
+    with pytest.raises(ValueError, match="batch_size"):
+        BiEncoder(tiny_model_dir, batch_size=0)
+
+
+def test_explicit_arguments_override_the_config(tiny_model_dir: Path) -> None:
+    encoder = BiEncoder(tiny_model_dir, max_seq_length=16, pooling="cls", normalize=False)
+    assert (encoder.max_seq_length, encoder.pooling, encoder.normalize) == (16, "cls", False)
+    assert encoder.tokenize(["word " * 40]).truncated == 1
+    assert encoder.spec().pooling == "cls"

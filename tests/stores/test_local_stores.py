@@ -1,0 +1,244 @@
+"""The contract on the embedded stores, plus what is specific to their files and locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbert_retrieval.errors import StoreCorruptedError, StoreError, StoreLockedError
+from sbert_retrieval.stores import ExactStore, HnswParams, HnswStore
+from tests.stores.contract import SPEC, OpenStore, StoreContract, make_records, pid, unit_vectors
+
+
+class TestHnswContract(StoreContract):
+    min_recall = 0.98
+
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> OpenStore:
+        return lambda spec: HnswStore(tmp_path / "index", spec)
+
+
+class TestHnswInMemoryContract(StoreContract):
+    min_recall = 0.98
+
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> OpenStore:
+        # In-memory stores have nothing to reopen: hand back the same object, kept open.
+        holder: dict[str, HnswStore] = {}
+
+        class Reusable(HnswStore):
+            def close(self) -> None:
+                self.flush()
+
+        def factory(spec):  # type: ignore[no-untyped-def]
+            if "store" not in holder:
+                holder["store"] = Reusable(None, spec)
+            elif spec is not None:
+                from sbert_retrieval.stores.base import check_spec
+
+                check_spec(holder["store"].spec, spec, "the in-memory index")
+            return holder["store"]
+
+        return factory
+
+
+class TestExactContract(StoreContract):
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> OpenStore:
+        return lambda spec: ExactStore(tmp_path / "index", spec)
+
+
+def test_capacity_grows_and_ef_is_persisted(tmp_path: Path) -> None:
+    vectors = unit_vectors(3000)
+    with HnswStore(tmp_path, SPEC, params=HnswParams(ef_search=77)) as store:
+        for start in range(0, 3000, 500):
+            store.upsert(make_records(vectors[start : start + 500], offset=start))
+        assert store.count() == 3000
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["params"]["ef_search"] == 77
+    reopened = HnswStore(tmp_path, read_only=True)
+    assert reopened.params.ef_search == 77
+    assert reopened._index.ef == 77
+    assert reopened.search(vectors[2999], 1)[0][0].id == pid(2999)
+
+
+def test_deleted_slots_are_reused(tmp_path: Path) -> None:
+    vectors = unit_vectors(200)
+    with HnswStore(None, SPEC) as store:
+        store.upsert(make_records(vectors[:100]))
+        store.delete([pid(i) for i in range(100)])
+        store.upsert(make_records(vectors[100:], offset=100))
+        assert store.count() == 100
+        assert store._index.get_current_count() == 100
+
+
+def test_flush_writes_one_generation_and_cleans_up(tmp_path: Path) -> None:
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(unit_vectors(10)))
+        store.flush()
+        store.upsert(make_records(unit_vectors(10, seed=1), offset=10))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["LOCK", "index-2.bin", "manifest.json", "points-2.jsonl"]
+
+
+def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(unit_vectors(5)))
+    reader = HnswStore(tmp_path, read_only=True)
+    with pytest.raises(StoreError, match="read-only"):
+        reader.upsert(make_records(unit_vectors(1)))
+    assert reader.count() == 5
+
+
+def test_read_only_on_missing_index_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="ingest"):
+        HnswStore(tmp_path / "nothing", read_only=True)
+
+
+def test_second_writer_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
+    store = HnswStore(tmp_path, SPEC)
+    with pytest.raises(StoreLockedError, match=str(os.getpid())):
+        HnswStore(tmp_path, SPEC)
+    # Readers are never blocked by the writer.
+    store.upsert(make_records(unit_vectors(3)))
+    store.flush()
+    assert HnswStore(tmp_path, read_only=True).count() == 3
+    store.close()
+    HnswStore(tmp_path, SPEC).close()
+
+
+def test_lock_of_a_killed_writer_is_not_stale(tmp_path: Path) -> None:
+    code = (
+        "import os, sys\n"
+        "from sbert_retrieval.stores import HnswStore\n"
+        "from tests.stores.contract import SPEC\n"
+        f"store = HnswStore({str(tmp_path)!r}, SPEC)\n"
+        "os._exit(0)\n"  # dies holding the lock, without closing
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+    assert (tmp_path / "LOCK").read_text().strip().isdigit()
+    HnswStore(tmp_path, SPEC).close()
+
+
+def test_corrupted_index_file_is_named(tmp_path: Path) -> None:
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(unit_vectors(20)))
+    index_file = next(tmp_path.glob("index-*.bin"))
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_file.write_bytes(bytes(data))
+    with pytest.raises(StoreCorruptedError, match=index_file.name):
+        HnswStore(tmp_path, SPEC)
+
+
+def test_missing_data_file_is_named(tmp_path: Path) -> None:
+    with ExactStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(unit_vectors(20)))
+    points = next(tmp_path.glob("points-*.jsonl"))
+    points.unlink()
+    with pytest.raises(StoreCorruptedError, match="missing"):
+        ExactStore(tmp_path, SPEC)
+
+
+def test_unfinished_flush_leftovers_are_ignored_and_removed(tmp_path: Path) -> None:
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(unit_vectors(20)))
+    # What a crash between writing the next generation's files and its manifest leaves behind.
+    (tmp_path / "points-2.jsonl.tmp").write_text("{half")
+    (tmp_path / "index-2.bin").write_bytes(b"\x00" * 100)
+    with HnswStore(tmp_path, SPEC) as store:
+        assert store.count() == 20
+    assert not (tmp_path / "points-2.jsonl.tmp").exists()
+    assert not (tmp_path / "index-2.bin").exists()
+
+
+def test_store_files_before_the_first_manifest_mean_an_empty_store(tmp_path: Path) -> None:
+    (tmp_path / "index-1.bin").write_bytes(b"partial")
+    with HnswStore(tmp_path, SPEC) as store:
+        assert store.count() == 0
+    assert not (tmp_path / "index-1.bin").exists()
+
+
+def test_uncreatable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create store directory"):
+        HnswStore(blocker / "index", SPEC)
+
+
+def test_read_only_directory_is_a_clear_error() -> None:
+    """Run as an unprivileged user (root ignores directory permissions)."""
+    # pytest's tmp_path sits under a 0700 folder the unprivileged user cannot enter.
+    tmp_path = Path(tempfile.mkdtemp(prefix="sbert-ro-"))
+    tmp_path.chmod(0o755)
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop privileges"
+    with HnswStore(tmp_path / "index", SPEC) as store:
+        store.upsert(make_records(unit_vectors(3)))
+    tmp_path.chmod(0o755)
+    (tmp_path / "index").chmod(0o555)
+    code = (
+        "from sbert_retrieval.stores import HnswStore\n"
+        "from sbert_retrieval.errors import StoreError\n"
+        "from tests.stores.contract import SPEC\n"
+        f"print(HnswStore({str(tmp_path / 'index')!r}, read_only=True).count())\n"
+        "try:\n"
+        f"    HnswStore({str(tmp_path / 'index')!r}, SPEC)\n"
+        "except StoreError as exc:\n"
+        "    print('StoreError:', exc)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    shutil.rmtree(tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "3"
+    assert "not writable" in lines[1] and "read_only=True" in lines[1]
+
+
+def test_disk_full_is_a_store_error(tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full is needed to simulate a full disk")
+    store = HnswStore(tmp_path, SPEC)
+    store.upsert(make_records(unit_vectors(5)))
+    (tmp_path / "points-1.jsonl.tmp").symlink_to("/dev/full")
+    with pytest.raises(StoreError, match="No space left"):
+        store.flush()
+    # Nothing committed was lost: the previous state (empty) still opens.
+    store._release()
+    assert HnswStore(tmp_path, SPEC).count() == 0
+
+
+def test_filtered_search_uses_the_graph_for_broad_filters(tmp_path: Path) -> None:
+    vectors = unit_vectors(3000)
+    records = make_records(vectors)
+    with HnswStore(None, SPEC, params=HnswParams(exact_threshold=10)) as store:
+        store.upsert(records)
+        rows = store.search(unit_vectors(3, seed=9), 10, filter={"lang": "en"})
+    for row in rows:
+        assert len(row) == 10
+        assert all(h.payload["metadata"]["lang"] == "en" for h in row)
+
+
+def test_nan_vectors_are_rejected_with_the_record_id() -> None:
+    vectors = unit_vectors(3)
+    vectors[1, 0] = np.nan
+    with HnswStore(None, SPEC) as store, pytest.raises(ValueError, match=pid(1)):
+        store.upsert(make_records(vectors))

@@ -1,0 +1,128 @@
+"""The retriever: hits, document-level results, filters, prefixes, reranking."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from sbert_retrieval.chunking import ChunkingConfig
+from sbert_retrieval.documents import Document
+from sbert_retrieval.errors import ModelMismatchError
+from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
+from sbert_retrieval.retrieval import Hit, Retriever
+from sbert_retrieval.stores import ExactStore, HnswStore
+
+DOCS = [
+    Document(
+        "cats",
+        "Cats purr. Cats hunt mice. Cats sleep all day long in the sun.",
+        {"lang": "en", "year": 2020},
+    ),
+    Document(
+        "market",
+        "Stocks fell on inflation fears. Bonds rallied. Investors fled to gold.",
+        {"lang": "en", "year": 2022},
+    ),
+    Document(
+        "katzen",
+        "Katzen schnurren und jagen Mäuse. Sie schlafen den ganzen Tag.",
+        {"lang": "de", "year": 2021},
+    ),
+]
+
+
+@pytest.fixture
+def indexed(tiny_encoder):  # type: ignore[no-untyped-def]
+    store = HnswStore(None, tiny_encoder.spec())
+    config = IngestConfig(chunking=ChunkingConfig(chunk_tokens=8, overlap=2))
+    IngestionPipeline(tiny_encoder, store, config).ingest_records(DOCS)
+    return store
+
+
+def test_hits_carry_the_chunk_and_its_source(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    hits = Retriever(tiny_encoder, indexed).search("cats purring", k=50)
+    assert len(hits) == indexed.count()
+    texts = {d.id: d.text for d in DOCS}
+    for hit in hits:
+        assert isinstance(hit, Hit)
+        assert texts[hit.doc_id][hit.start : hit.end] == hit.text
+        assert hit.metadata["lang"] in ("en", "de")
+        assert hit.first_stage_score == hit.score and hit.rerank_score is None
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    query = tiny_encoder.encode(["cats purring"])[0]
+    [record] = indexed.get([hits[0].point_id])
+    assert hits[0].score == pytest.approx(float(query @ record.vector), abs=1e-5)
+
+
+def test_doc_level_returns_each_document_once(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    retriever = Retriever(tiny_encoder, indexed)
+    chunk_hits = retriever.search("sleeping cats", k=50)
+    doc_hits = retriever.search("sleeping cats", k=3, doc_level=True)
+    assert sorted(h.doc_id for h in doc_hits) == ["cats", "katzen", "market"]
+    best = {}
+    for hit in chunk_hits:
+        best.setdefault(hit.doc_id, hit.score)
+    assert [h.score for h in doc_hits] == sorted(best.values(), reverse=True)
+
+
+def test_filters_restrict_hits(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    retriever = Retriever(tiny_encoder, indexed)
+    assert {h.doc_id for h in retriever.search("anything", k=50, filter={"lang": "de"})} == {
+        "katzen"
+    }
+    assert {
+        h.doc_id for h in retriever.search("anything", k=50, filter={"year": {"$gte": 2021}})
+    } == {"market", "katzen"}
+
+
+def test_query_prefix_is_applied(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    store = ExactStore(None, tiny_encoder.spec(query_prefix="query: ", passage_prefix="passage: "))
+    IngestionPipeline(tiny_encoder, store).ingest_records(DOCS)
+    [hit] = Retriever(tiny_encoder, store).search("cats", k=1)
+    [record] = store.get([hit.point_id])
+    expected = float(tiny_encoder.encode(["cats"], prefix="query: ")[0] @ record.vector)
+    assert hit.score == pytest.approx(expected, abs=1e-5)
+
+
+class KeywordOverlapReranker:
+    """A real (if simple) reranker: scores passages by shared lowercase words."""
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        words = set(query.lower().split())
+        return [float(len(words & set(p.lower().replace(".", " ").split()))) for p in passages]
+
+
+def test_reranker_reorders_the_candidates(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    plain = Retriever(tiny_encoder, indexed).search("bonds rallied investors", k=50)
+    reranked = Retriever(
+        tiny_encoder, indexed, reranker=KeywordOverlapReranker(), rerank_depth=50
+    ).search("bonds rallied investors", k=3)
+    assert reranked[0].doc_id == "market"
+    assert reranked[0].rerank_score == reranked[0].score >= 2
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+    first = {h.point_id: h.score for h in plain}
+    assert all(h.first_stage_score == pytest.approx(first[h.point_id]) for h in reranked)
+
+
+def test_retriever_refuses_another_model(tmp_path, tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    from sbert_retrieval.encoding import BiEncoder
+    from tests.conftest import build_tiny_model
+
+    other = BiEncoder(build_tiny_model(tmp_path / "other", seed=7))
+    with pytest.raises(ModelMismatchError):
+        Retriever(other, indexed)
+
+
+def test_batch_search_equals_single_searches(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    retriever = Retriever(tiny_encoder, indexed)
+    queries = ["cats", "inflation", "Mäuse"]
+    batch = retriever.search_batch(queries, k=4)
+    for query, hits in zip(queries, batch, strict=True):
+        single = retriever.search(query, k=4)
+        assert [h.point_id for h in hits] == [h.point_id for h in single]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in single], atol=1e-5)
+    assert retriever.search_batch([], k=3) == []
+    with pytest.raises(ValueError, match="k must be"):
+        retriever.search("x", k=0)
