@@ -1,0 +1,184 @@
+"""QdrantStore against a real Qdrant server, over gRPC and over REST.
+
+How to run (see ``conftest.py``)::
+
+    docker run --rm -p 6333:6333 -p 6334:6334 qdrant/qdrant:v1.20.0
+    QDRANT_URL=http://localhost:6333 pytest integration_tests
+
+Skipped when ``QDRANT_URL`` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from sbert_retrieval.errors import ModelMismatchError, StoreError
+from sbert_retrieval.models import EmbeddingSpec
+from sbert_retrieval.stores.base import Record
+from sbert_retrieval.stores.filters import parse_filter
+from sbert_retrieval.stores.qdrant import QdrantStore, RetryConfig
+
+DIM = 16
+RETRY = RetryConfig(max_attempts=4, initial_backoff=0.2, max_backoff=2.0, max_total_seconds=20)
+TRANSPORTS = pytest.mark.parametrize("prefer_grpc", [True, False], ids=["grpc", "rest"])
+
+
+def make_spec(**changes: Any) -> EmbeddingSpec:
+    base = EmbeddingSpec(
+        model="test/model",
+        dimension=DIM,
+        pooling="mean",
+        normalize=True,
+        max_seq_length=128,
+        fingerprint="integration",
+    )
+    return EmbeddingSpec(**{**base.to_dict(), **changes})
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {
+        "doc_id": f"doc-{i % 13}",
+        "chunk_index": i,
+        "text": f"chunk {i}",
+        "start": 0,
+        "end": 10,
+        "metadata": {
+            "lang": ["en", "de", "fr"][i % 3],
+            "year": 2010 + i % 12,
+            "tags": [f"t{i % 4}", f"t{i % 5}"],
+            "flag": i % 4 == 0,
+            "author": {"name": ["ann", "bob"][i % 2]},
+        },
+    }
+
+
+def make_records(n: int, seed: int = 0) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        Record(str(uuid.uuid5(uuid.NAMESPACE_URL, f"it-{i}")), vectors[i], payload(i))
+        for i in range(n)
+    ]
+
+
+def open_store(url: str, collection: str, spec: EmbeddingSpec | None, **kwargs: Any) -> QdrantStore:
+    return QdrantStore(
+        collection,
+        spec,
+        url=url,
+        grpc_port=int(os.environ.get("QDRANT_GRPC_PORT", "6334")),
+        retry=RETRY,
+        **kwargs,
+    )
+
+
+@TRANSPORTS
+def test_upsert_search_filter_delete_reopen(
+    qdrant_url: str, collection: str, admin_client: QdrantClient, prefer_grpc: bool
+) -> None:
+    records = make_records(600)
+    vectors = np.stack([r.vector for r in records])
+    ids = [r.id for r in records]
+    queries = vectors[:5] + 0.05
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    with open_store(
+        qdrant_url,
+        collection,
+        make_spec(),
+        prefer_grpc=prefer_grpc,
+        indexed_fields={"lang": "keyword", "year": "integer"},
+        batch_points=128,
+    ) as store:
+        store.upsert(records)
+        assert store.count() == 600
+
+        # Top-k equals exact search (a collection this small is searched exactly).
+        hits = store.search(queries, 10)
+        exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+        for row, want in zip(hits, exact, strict=True):
+            assert [h.id for h in row] == [ids[i] for i in want]
+
+        # Filters agree with the shared filter language's own evaluation.
+        for spec in (
+            {"lang": "de"},
+            {"year": {"$gte": 2015, "$lt": 2018}},
+            {"tags": {"$in": ["t1", "t3"]}},
+            {"author.name": "bob", "flag": True},
+            {"doc_id": {"$in": ["doc-1", "doc-2"]}},
+        ):
+            parsed = parse_filter(spec)
+            assert parsed is not None
+            expected = {r.id for r in records if parsed.matches(r.payload)}
+            found = store.search(queries[:1], 600, filter=spec)[0]
+            assert {h.id for h in found} == expected, spec
+
+        got = store.get([ids[3], str(uuid.uuid4()), ids[1]])
+        assert [r.id for r in got] == [ids[3], ids[1]]
+        assert got[0].payload == records[3].payload
+        np.testing.assert_allclose(got[0].vector, records[3].vector, atol=1e-5)
+
+        by_doc = store.ids_by_document(["doc-0", "nope"])
+        assert set(by_doc) == {"doc-0"}
+        assert by_doc["doc-0"] == {r.id for r in records if r.payload["doc_id"] == "doc-0"}
+
+        assert store.delete([ids[0], ids[1], str(uuid.uuid4())]) == 2
+        assert store.delete_documents(["doc-5"]) > 0
+        remaining = store.count()
+
+    info = admin_client.get_collection(collection)
+    assert info.config.metadata is not None
+    assert info.config.metadata["sbert_retrieval"]["embedding_spec"] == make_spec().to_dict()
+    schema = info.payload_schema
+    assert schema["doc_id"].data_type == models.PayloadSchemaType.KEYWORD
+    assert schema["metadata.lang"].data_type == models.PayloadSchemaType.KEYWORD
+    assert schema["metadata.year"].data_type == models.PayloadSchemaType.INTEGER
+
+    # Reopen: without a spec the stored one is adopted; another model is refused.
+    with open_store(qdrant_url, collection, None, prefer_grpc=prefer_grpc) as store:
+        assert store.spec == make_spec()
+        assert store.count() == remaining
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        open_store(qdrant_url, collection, make_spec(fingerprint="other"), prefer_grpc=prefer_grpc)
+    with pytest.raises(ModelMismatchError, match="dimension"):
+        open_store(qdrant_url, collection, make_spec(dimension=DIM * 2), prefer_grpc=prefer_grpc)
+
+
+@TRANSPORTS
+def test_upsert_is_idempotent_and_batched_by_bytes(
+    qdrant_url: str, collection: str, prefer_grpc: bool
+) -> None:
+    text = "x" * 300_000
+    records = [
+        Record(r.id, r.vector, {**r.payload, "text": text}) for r in make_records(40, seed=1)
+    ]
+    with open_store(
+        qdrant_url, collection, make_spec(), prefer_grpc=prefer_grpc, batch_bytes=2_000_000
+    ) as store:
+        store.upsert(records)
+        store.upsert(records)  # a re-run (deterministic ids) never duplicates
+        assert store.count() == 40
+
+
+def test_missing_collection_without_spec(qdrant_url: str, collection: str) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        open_store(qdrant_url, collection, None)
+
+
+def test_foreign_collection_is_refused(
+    qdrant_url: str, collection: str, admin_client: QdrantClient
+) -> None:
+    admin_client.create_collection(
+        collection, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    )
+    admin_client.upsert(
+        collection, points=[models.PointStruct(id=str(uuid.uuid4()), vector=[1.0] * DIM)]
+    )
+    with pytest.raises(StoreError, match="not created by this package"):
+        open_store(qdrant_url, collection, make_spec())
