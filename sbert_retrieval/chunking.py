@@ -83,7 +83,7 @@ class TokenChunker:
             len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
         )
         budget = encoder.max_seq_length - encoder.special_tokens_count - prefix_tokens
-        chunk_tokens = config.chunk_tokens or budget
+        chunk_tokens = budget if config.chunk_tokens is None else config.chunk_tokens
         if chunk_tokens > budget:
             raise ValueError(
                 f"chunk_tokens={chunk_tokens} exceeds the encoder's budget of {budget} tokens"
@@ -126,11 +126,14 @@ class TokenChunker:
     ) -> list[Chunk]:
         total = len(offsets)
         chunks: list[Chunk] = []
-        start = 0
+        start = previous_end = 0
         while start < total:
             end = min(start + self.chunk_tokens, total)
             if end < total and self.align_to_words:
-                end = self._word_start_at_or_before(word_ids, end, floor=start + 1)
+                # Never back off to (or before) the previous window's end: each window adds tokens.
+                end = self._word_start_at_or_before(
+                    word_ids, end, floor=max(start, previous_end) + 1
+                )
             first_char, last_char = offsets[start][0], offsets[end - 1][1]
             chunks.append(
                 Chunk(
@@ -147,9 +150,31 @@ class TokenChunker:
                 break
             next_start = max(end - self.overlap, start + 1)
             if self.align_to_words:
-                next_start = self._word_start_at_or_before(word_ids, next_start, floor=start + 1)
+                next_start = self._align_start(word_ids, next_start, floor=start + 1, end=end)
+            previous_end = end
             start = next_start
         return chunks
+
+    @classmethod
+    def _align_start(
+        cls, word_ids: list[int | None], position: int, *, floor: int, end: int
+    ) -> int:
+        """A word start for the next window: back from ``position``, else forward.
+
+        Going forward shortens the overlap below the configured one, which is the price of
+        never splitting a word that fits in a window.
+        """
+        aligned = cls._word_start_at_or_before(word_ids, position, floor=floor)
+        if word_ids[aligned] is None or word_ids[aligned] != word_ids[aligned - 1]:
+            return aligned
+        forward = aligned
+        while forward < end and word_ids[forward] == word_ids[forward - 1]:
+            forward += 1
+        # ``forward == end``: the word ends exactly where this window does, so the next window
+        # may start there (no overlap, no split); a word running past ``end`` keeps the cut.
+        if forward < end or word_ids[forward] != word_ids[forward - 1]:
+            return forward
+        return aligned
 
     @staticmethod
     def _word_start_at_or_before(word_ids: list[int | None], position: int, *, floor: int) -> int:

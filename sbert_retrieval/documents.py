@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +104,43 @@ def _document_from_json(
     return Document(id=str(doc_id), text=text, metadata=metadata)
 
 
-def _open_text(path: Path) -> Any:
+def _open_binary(path: Path) -> Any:
+    # Binary, decoded line by line: a bad byte is reported on its own line and reading goes on.
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="strict", newline="")
-    return path.open(encoding="utf-8", errors="strict", newline="")
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+MAX_JSON_DEPTH = 64
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why a parsed record cannot be stored as JSON, or ``None``.
+
+    One iterative walk (no recursion, so it is safe on any depth) for what ``json.loads``
+    accepts but a store cannot write back: nesting deeper than :data:`MAX_JSON_DEPTH`, and
+    strings holding lone surrogates (``"\\ud800"``), which are not valid Unicode.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string holds a lone surrogate escape (invalid Unicode)"
+        elif isinstance(node, dict):
+            stack.extend((key, depth + 1) for key in node)
+            stack.extend((item, depth + 1) for item in node.values())
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+    return None
 
 
 def load_jsonl(path: str | os.PathLike[str], *, join_title: bool = False) -> Iterator[LoadedRecord]:
@@ -125,7 +159,7 @@ def load_jsonl(path: str | os.PathLike[str], *, join_title: bool = False) -> Ite
     file = Path(path)
     source = str(file)
     try:
-        handle = _open_text(file)
+        handle = _open_binary(file)
     except OSError as exc:
         yield InvalidRecordError(source, "", f"cannot open: {exc.strerror or exc}")
         return
@@ -134,25 +168,36 @@ def load_jsonl(path: str | os.PathLike[str], *, join_title: bool = False) -> Ite
         while True:
             lineno += 1
             try:
-                line = handle.readline()
+                raw = handle.readline()
+            except (OSError, EOFError, zlib.error) as exc:
+                yield InvalidRecordError(source, f"line {lineno}", f"read failed: {exc}")
+                return
+            if not raw:
+                return
+            try:
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 yield InvalidRecordError(
                     source, f"line {lineno}", f"not valid UTF-8 ({exc.reason})"
                 )
-                # The decoder state is lost: the rest of the file cannot be read reliably.
-                return
-            except (OSError, EOFError) as exc:
-                yield InvalidRecordError(source, f"line {lineno}", f"read failed: {exc}")
-                return
-            if not line:
-                return
+                continue
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                record = json.loads(line, parse_constant=_reject_constant)
+            except RecursionError:
+                yield InvalidRecordError(
+                    source, f"line {lineno}", "invalid JSON: nested too deeply"
+                )
+                continue
+            except ValueError as exc:
+                # JSONDecodeError, NaN/Infinity, and integers past Python's digit limit.
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
                 yield InvalidRecordError(source, f"line {lineno}", f"invalid JSON: {reason}")
+                continue
+            problem = _json_problem(record)
+            if problem is not None:
+                yield InvalidRecordError(source, f"line {lineno}", f"invalid JSON: {problem}")
                 continue
             yield _document_from_json(record, source, f"line {lineno}", join_title=join_title)
 
@@ -171,6 +216,12 @@ def load_text_folder(
         p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(wanted)
     ):
         rel = file.relative_to(root).as_posix()
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = str(file).encode("utf-8", "backslashreplace").decode()
+            yield InvalidRecordError(shown, "", "file name is not valid UTF-8")
+            continue
         yield _document_from_file(file, rel)
 
 

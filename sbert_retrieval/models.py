@@ -185,7 +185,12 @@ def _read_json(path: Path) -> Any:
 def _pooling_from_config(config: dict[str, Any]) -> str:
     if "pooling_mode" in config:
         mode = str(config["pooling_mode"])
-        return {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(mode, mode)
+        mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(mode, mode)
+        if mode not in POOLING_MODES:
+            raise ValueError(
+                f"pooling mode {mode!r} is not supported; valid: {', '.join(POOLING_MODES)}"
+            )
+        return mode
     flags = [
         ("cls", "pooling_mode_cls_token"),
         ("mean", "pooling_mode_mean_tokens"),

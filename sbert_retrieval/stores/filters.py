@@ -148,5 +148,11 @@ def parse_filter(spec: FilterLike | None) -> Filter | None:
                     raise InvalidFilterError(
                         f"filter on {field!r}: {op} needs a number, got {bound!r}"
                     )
-            conditions.append(Condition(field, range=tuple((op, float(b)) for op, b in ranges)))
+            try:
+                bounds = tuple((op, float(b)) for op, b in ranges)
+            except OverflowError:
+                raise InvalidFilterError(
+                    f"filter on {field!r}: a range bound is too large for a float"
+                ) from None
+            conditions.append(Condition(field, range=bounds))
     return Filter(tuple(conditions)) if conditions else None
