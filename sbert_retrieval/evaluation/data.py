@@ -241,9 +241,7 @@ def load_beir_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
         if not query_id or not doc_id:
             raise InvalidRecordError(source, where, "empty query-id or corpus-id")
         if not _is_int(score_text):
-            raise InvalidRecordError(
-                source, where, f"score must be an integer, got {score_text!r}"
-            )
+            raise InvalidRecordError(source, where, f"score must be an integer, got {score_text!r}")
         score = int(score_text)
         judged = qrels.setdefault(query_id, {})
         if doc_id in judged and judged[doc_id] != score:

@@ -103,9 +103,7 @@ class RetrievalScores:
         try:
             return self.metrics[key]
         except KeyError:
-            raise KeyError(
-                f"no measure {key!r}; available: {', '.join(self.metrics)}"
-            ) from None
+            raise KeyError(f"no measure {key!r}; available: {', '.join(self.metrics)}") from None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -126,6 +127,8 @@ class LocalStore(VectorStore, abc.ABC):
         self.path = Path(path) if path is not None else None
         self.read_only = read_only
         self._lock = ReadWriteLock()
+        # Flushes run under the read lock (searches go on); this keeps two from racing.
+        self._flush_lock = threading.Lock()
         self._writer_lock: WriterLockFile | None = None
         self._ids: dict[str, int] = {}
         self._labels: dict[int, str] = {}
@@ -422,11 +425,12 @@ class LocalStore(VectorStore, abc.ABC):
     def flush(self) -> None:
         """Write a new generation to disk if anything changed (see the module docstring).
 
-        Thread safety: takes the read lock, so searches go on while it writes; writes wait.
+        Thread safety: takes the read lock, so searches go on while it writes; writes wait,
+        and concurrent flushes run one after the other.
         """
         if self.path is None or self.read_only or self._closed:
             return
-        with self._lock.read():
+        with self._flush_lock, self._lock.read():
             if not self._dirty:
                 return
             generation = self._generation + 1

@@ -242,3 +242,28 @@ def test_nan_vectors_are_rejected_with_the_record_id() -> None:
     vectors[1, 0] = np.nan
     with HnswStore(None, SPEC) as store, pytest.raises(ValueError, match=pid(1)):
         store.upsert(make_records(vectors))
+
+
+def test_concurrent_flushes_do_not_race(tmp_path: Path) -> None:
+    import threading
+
+    vectors = unit_vectors(400)
+    store = HnswStore(tmp_path, SPEC)
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        try:
+            for start in range(offset, offset + 200, 20):
+                store.upsert(make_records(vectors[start : start + 20], offset=start))
+                store.flush()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(o,)) for o in (0, 200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.close()
+    assert not errors, errors
+    assert HnswStore(tmp_path, read_only=True).count() == 400
