@@ -8,7 +8,7 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip_q() { python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored" || true; }
 # torch first, pinned: the CPU wheel on this machine's find-links; an unpinned torch would pull CUDA builds.
-pip_q torch==2.13.0
+pip_q torch==2.13.0 numpy
 python -c "import torch" || { echo "torch failed to install" >&2; exit 1; }
 # hnswlib compiles from source; a portable build (no -march=native) so the venv runs on any x86-64.
 export HNSWLIB_NO_NATIVE=1

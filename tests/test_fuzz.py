@@ -37,8 +37,9 @@ from sbert_retrieval.documents import (
 )
 from sbert_retrieval.errors import InvalidRecordError
 
+# CI runs 100 examples per test; benchmarks/fuzz_loaders.py raises it for a long run.
 FUZZ = settings(
-    max_examples=100,
+    max_examples=int(os.environ.get("SBERT_FUZZ_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,10 @@ class BiEncoder:
         max_seq_length: Tokens per text including special tokens; longer texts are truncated.
         pooling: One of ``mean``, ``cls``, ``max``, ``mean_sqrt_len``, ``lasttoken``.
         normalize: L2-normalize the outputs.
-        batch_size: Texts per forward pass (default 32).
+        batch_size: Texts per forward pass at most (default 32).
+        max_batch_tokens: Also cap each forward pass at this many tokens (texts × longest text,
+            padding included), so batches of short texts grow and batches of long ones shrink;
+            ``None`` (default) caps by ``batch_size`` alone.
 
     Thread safety: :meth:`encode` may be called from several threads; calls are serialized
     by an internal lock, because the fast tokenizer is not re-entrant.
@@ -98,6 +101,7 @@ class BiEncoder:
         pooling: str | None = None,
         normalize: bool | None = None,
         batch_size: int = 32,
+        max_batch_tokens: int | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -113,7 +117,12 @@ class BiEncoder:
         self.pooling = pooling or config.pooling
         self.normalize = config.normalize if normalize is None else normalize
         self.prompts = dict(config.prompts)
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        # Lowered after an out-of-memory error, so later batches do not fail the same way.
+        self._oom_batch_cap: int | None = None
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.path} has no fast tokenizer (tokenizer.json); one is required")
@@ -209,22 +218,54 @@ class BiEncoder:
             out[order] = vectors
         return out
 
+    def _batch_bounds(self, lengths: np.ndarray, size: int) -> list[tuple[int, int]]:
+        """``[start, end)`` ranges over length-sorted texts, capped by count and token budget."""
+        bounds: list[tuple[int, int]] = []
+        start = 0
+        while start < len(lengths):
+            # Sorted longest first: the batch's width is its first text's length.
+            count = size
+            if self.max_batch_tokens is not None:
+                count = min(count, max(1, self.max_batch_tokens // max(int(lengths[start]), 1)))
+            bounds.append((start, min(start + count, len(lengths))))
+            start += count
+        return bounds
+
     def _iter_batches(
         self, input_ids: list[list[int]], batch_size: int | None, show_progress: bool
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         size = batch_size or self.batch_size
+        if self._oom_batch_cap is not None:
+            size = min(size, self._oom_batch_cap)
         lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
         # Longest first, so padding is minimal and an out-of-memory shows up on the first batch.
         order = np.argsort(-lengths, kind="stable")
-        starts = range(0, len(order), size)
+        bounds: Iterable[tuple[int, int]] = self._batch_bounds(lengths[order], size)
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="Encoding", unit="batch")
+            bounds = tqdm(bounds, desc="Encoding", unit="batch")
         with self._lock, torch.inference_mode():
-            for start in starts:
-                batch_order = order[start : start + size]
-                yield batch_order, self._forward([input_ids[i] for i in batch_order])
+            for start, end in bounds:
+                batch_order = order[start:end]
+                yield batch_order, self._forward_splitting([input_ids[i] for i in batch_order])
+
+    def _forward_splitting(self, batch: list[list[int]]) -> np.ndarray:
+        """:meth:`_forward`, halving the batch on out-of-memory until one text is left."""
+        try:
+            return self._forward(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(batch) // 2
+        self._oom_batch_cap = (
+            half if self._oom_batch_cap is None else min(self._oom_batch_cap, half)
+        )
+        return np.concatenate(
+            [self._forward_splitting(batch[:half]), self._forward_splitting(batch[half:])]
+        )
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         width = max(len(ids) for ids in batch)

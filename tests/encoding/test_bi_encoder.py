@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sbert_retrieval.encoding import BiEncoder
 from tests.conftest import build_tiny_model
@@ -126,3 +127,59 @@ def test_explicit_arguments_override_the_config(tiny_model_dir: Path) -> None:
     assert (encoder.max_seq_length, encoder.pooling, encoder.normalize) == (16, "cls", False)
     assert encoder.tokenize(["word " * 40]).truncated == 1
     assert encoder.spec().pooling == "cls"
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """Fault injection: the real model, but batches above ``limit`` texts raise CUDA's OOM error."""
+
+    def __init__(self, model: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner = model
+        self.limit = limit
+        self.batch_sizes: list[int] = []
+        self.succeeded: list[int] = []
+
+    def forward(self, **features: torch.Tensor):  # type: ignore[no-untyped-def]
+        size = int(features["input_ids"].shape[0])
+        self.batch_sizes.append(size)
+        if size > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: {size} texts do not fit")
+        self.succeeded.append(size)
+        return self.inner(**features)
+
+
+def test_out_of_memory_splits_the_batch_instead_of_crashing(tiny_model_dir: Path) -> None:
+    texts = [f"out of memory text {i} " * (1 + i % 6) for i in range(40)]
+    reference = BiEncoder(tiny_model_dir, device="cpu", batch_size=64).encode(texts)
+    encoder = BiEncoder(tiny_model_dir, device="cpu", batch_size=32)
+    faulty = OutOfMemoryAbove(encoder.model, limit=5)
+    encoder.model = faulty
+    np.testing.assert_allclose(encoder.encode(texts), reference, atol=1e-5)
+    assert faulty.batch_sizes[0] == 32  # tried as asked, then split: 16, 8, 4
+    assert max(faulty.succeeded) <= 5
+    assert sum(faulty.succeeded) == len(texts)
+    # Later calls start from the size that worked instead of failing again.
+    faulty.batch_sizes.clear()
+    encoder.encode(texts)
+    assert max(faulty.batch_sizes) <= 5
+
+
+def test_a_single_text_that_does_not_fit_still_raises(tiny_model_dir: Path) -> None:
+    encoder = BiEncoder(tiny_model_dir, device="cpu")
+    encoder.model = OutOfMemoryAbove(encoder.model, limit=0)
+    with pytest.raises(torch.OutOfMemoryError):
+        encoder.encode(["anything"])
+
+
+def test_token_budget_sizes_batches_by_length(tiny_model_dir: Path) -> None:
+    texts = ["word " * 60] * 4 + ["hi"] * 40  # 62 tokens vs 3 tokens with specials
+    encoder = BiEncoder(tiny_model_dir, device="cpu", batch_size=64, max_batch_tokens=130)
+    recorder = OutOfMemoryAbove(encoder.model, limit=10_000)
+    encoder.model = recorder
+    vectors = encoder.encode(texts)
+    assert recorder.batch_sizes[:2] == [2, 2]  # 130 // 62 = 2 long texts per batch
+    assert recorder.batch_sizes[2] == 40  # 130 // 3 = 43, capped by the 40 left
+    reference = BiEncoder(tiny_model_dir, device="cpu").encode(texts)
+    np.testing.assert_allclose(vectors, reference, atol=1e-5)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        BiEncoder(tiny_model_dir, max_batch_tokens=0)
