@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
+
+import numpy as np
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
 from sbert_retrieval.stores.base import ScoredRecord, VectorStore, check_spec
 from sbert_retrieval.stores.filters import FilterLike, parse_filter
 
-__all__ = ["Hit", "Reranker", "Retriever"]
+__all__ = ["Hit", "Reranker", "Retriever", "rerank_hits", "search_records"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,72 @@ class Reranker(Protocol):
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """One score per passage."""
         ...
+
+
+def search_records(
+    store: VectorStore,
+    vectors: np.ndarray,
+    k: int,
+    *,
+    filter: FilterLike | None = None,
+    doc_level: bool = False,
+) -> list[list[ScoredRecord]]:
+    """Top-``k`` store records for each (already encoded) query vector, best first.
+
+    Args:
+        store: The store to search.
+        vectors: ``(n, dimension)`` or ``(dimension,)`` query vectors, prefixes already applied.
+        k: Results per query, ≥ 1.
+        filter: Metadata filter.
+        doc_level: One record per document (its best chunk); fetches more chunks until ``k``
+            documents are found or the store is exhausted.
+
+    Thread safety: as the store's ``search`` (concurrent searches allowed).
+    """
+    if not doc_level:
+        return store.search(vectors, k, filter=filter)
+    total = store.count()
+    fetch = min(max(4 * k, k + 50), max(total, 1))
+    while True:
+        rows = store.search(vectors, fetch, filter=filter)
+        grouped: list[list[ScoredRecord]] = []
+        short = False
+        for row in rows:
+            best: dict[str, ScoredRecord] = {}
+            for record in row:
+                best.setdefault(str(record.payload.get("doc_id")), record)
+            grouped.append(list(best.values())[:k])
+            short = short or (len(best) < k and len(row) == fetch)
+        if not short or fetch >= total:
+            return grouped
+        fetch = min(fetch * 4, total)
+
+
+def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
+    """Reorder the first ``depth`` hits by ``reranker`` scores; the rest keep their order after.
+
+    Each reranked hit's ``score`` and ``rerank_score`` become the reranker's score; its
+    ``first_stage_score`` keeps the vector similarity.
+
+    Raises:
+        ValueError: The reranker returned a different number of scores.
+
+    Thread safety: as ``reranker.score``.
+    """
+    if not hits:
+        return hits
+    candidates = hits[:depth]
+    scores = reranker.score(query, [h.text for h in candidates])
+    if len(scores) != len(candidates):
+        raise ValueError(
+            f"the reranker returned {len(scores)} scores for {len(candidates)} passages"
+        )
+    reranked = [
+        replace(h, score=float(s), rerank_score=float(s))
+        for h, s in zip(candidates, scores, strict=True)
+    ]
+    reranked.sort(key=lambda h: h.score, reverse=True)
+    return reranked + hits[depth:]
 
 
 class Retriever:
@@ -139,47 +207,30 @@ class Retriever:
         if not queries:
             return []
         vectors = self.query_encoder.encode(list(queries), prefix=self.store.spec.query_prefix)
+        return self.search_by_vectors(queries, vectors, k, filter=parsed, doc_level=doc_level)
+
+    def search_by_vectors(
+        self,
+        queries: Sequence[str],
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        filter: FilterLike | None = None,
+        doc_level: bool = False,
+    ) -> list[list[Hit]]:
+        """As :meth:`search_batch`, for queries already encoded (prefix applied).
+
+        ``queries`` are still needed when a reranker is set (it reads the text); pass the texts
+        the vectors came from. Thread safety: as :meth:`search_batch`.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         depth = max(k, self.rerank_depth) if self.reranker is not None else k
-        if not doc_level:
-            results = [
-                [Hit.from_record(r) for r in row]
-                for row in self.store.search(vectors, depth, filter=parsed)
-            ]
-        else:
-            results = self._doc_level(vectors, depth, parsed)
+        rows = search_records(self.store, vectors, depth, filter=filter, doc_level=doc_level)
+        results = [[Hit.from_record(r) for r in row] for row in rows]
         if self.reranker is not None:
-            results = [self._rerank(q, hits) for q, hits in zip(queries, results, strict=True)]
+            results = [
+                rerank_hits(self.reranker, q, hits, self.rerank_depth)
+                for q, hits in zip(queries, results, strict=True)
+            ]
         return [hits[:k] for hits in results]
-
-    def _doc_level(self, vectors: Any, k: int, parsed: Any) -> list[list[Hit]]:
-        total = self.store.count()
-        fetch = min(max(4 * k, k + 50), max(total, 1))
-        while True:
-            rows = self.store.search(vectors, fetch, filter=parsed)
-            grouped: list[list[Hit]] = []
-            short = False
-            for row in rows:
-                best: dict[str, Hit] = {}
-                for record in row:
-                    hit = Hit.from_record(record)
-                    if hit.doc_id not in best:
-                        best[hit.doc_id] = hit
-                grouped.append(list(best.values()))
-                short = short or (len(best) < k and len(row) == fetch)
-            if not short or fetch >= total:
-                return grouped
-            fetch = min(fetch * 4, total)
-
-    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
-        if not hits or self.reranker is None:
-            return hits
-        candidates = hits[: self.rerank_depth]
-        scores = self.reranker.score(query, [h.text for h in candidates])
-        reranked = [
-            Hit(
-                **{**asdict(h), "metadata": h.metadata, "score": float(s), "rerank_score": float(s)}
-            )
-            for h, s in zip(candidates, scores, strict=True)
-        ]
-        reranked.sort(key=lambda h: h.score, reverse=True)
-        return reranked + hits[self.rerank_depth :]

@@ -87,8 +87,9 @@ class BiEncoder:
             padding included), so batches of short texts grow and batches of long ones shrink;
             ``None`` (default) caps by ``batch_size`` alone.
 
-    Thread safety: :meth:`encode` may be called from several threads; calls are serialized
-    by an internal lock, because the fast tokenizer is not re-entrant.
+    Thread safety: :meth:`encode` may be called from several threads; tokenization and each
+    forward pass are serialized by an internal lock (the fast tokenizer is not re-entrant), so
+    concurrent calls interleave batch by batch.
     """
 
     def __init__(
@@ -196,7 +197,7 @@ class BiEncoder:
         Returns:
             ``(len(texts), dimension)`` float32, in the order of ``texts``.
 
-        Thread safety: safe; concurrent calls are serialized.
+        Thread safety: safe; concurrent calls interleave batch by batch.
         """
         return self.encode_tokenized(
             self.tokenize(texts, prefix=prefix), batch_size=batch_size, show_progress=show_progress
@@ -245,10 +246,14 @@ class BiEncoder:
             from tqdm.auto import tqdm
 
             bounds = tqdm(bounds, desc="Encoding", unit="batch")
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for start, end in bounds:
                 batch_order = order[start:end]
-                yield batch_order, self._forward_splitting([input_ids[i] for i in batch_order])
+                # Locked per forward pass, not per call: a query encoded while a long ingest is
+                # encoding waits for one batch, not for the whole ingest.
+                with self._lock:
+                    vectors = self._forward_splitting([input_ids[i] for i in batch_order])
+                yield batch_order, vectors
 
     def _forward_splitting(self, batch: list[list[int]]) -> np.ndarray:
         """:meth:`_forward`, halving the batch on out-of-memory until one text is left."""
