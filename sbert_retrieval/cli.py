@@ -1,4 +1,4 @@
-"""The ``sbert-retrieval`` command: ingest, search, eval beir, eval sts.
+"""The ``sbert-retrieval`` command: ingest, search, eval beir, eval sts, serve, train.
 
 Command names, flags and JSON keys are a contract other tools depend on. Errors print one line
 ``error: ...`` to stderr and exit 1 (2 for a usage error).
@@ -39,6 +39,13 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {value}")
     return value
 
 
@@ -199,7 +206,192 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_flags(sts, model_help="hub id or local path (default all-MiniLM-L6-v2)")
     sts.add_argument("--prefix", default="", help="text before each sentence")
     sts.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP search service",
+        description=(
+            "Serve POST /ingest, POST /search, DELETE /documents/{id} and GET /health over"
+            " one index (OpenAPI at /docs). Needs the [server] extra."
+        ),
+    )
+    _add_store_flags(serve, index_required=True, backends=("hnsw", "exact", "qdrant"))
+    _add_encoder_flags(
+        serve, model_help="hub id or local path (default: the index's model, else all-MiniLM-L6-v2)"
+    )
+    _add_prefix_flags(serve)
+    _add_rerank_flags(serve)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0: all)"
+    )
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument(
+        "--api-key-env",
+        default="SBERT_RETRIEVAL_API_KEY",
+        metavar="NAME",
+        help="environment variable holding the API key; no auth when unset or empty"
+        " (default SBERT_RETRIEVAL_API_KEY)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=8 * 1024 * 1024,
+        help="largest request body in bytes; larger gets 413 (default 8 MiB)",
+    )
+    serve.add_argument(
+        "--max-k", type=_positive, default=1000, help="largest k a search may ask (default 1000)"
+    )
+    serve.add_argument(
+        "--threads",
+        type=_positive,
+        default=4,
+        help="worker threads for searches, reranking and writes (default 4)",
+    )
+    serve.add_argument(
+        "--torch-threads",
+        type=_positive,
+        default=None,
+        help="CPU threads per forward pass (default: one per core; 1 often wins on shared CPUs)",
+    )
+    serve.add_argument(
+        "--read-only",
+        action="store_true",
+        help="search only (ingest/delete answer 403); the index is opened without its writer lock",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="default info",
+    )
+    serve.add_argument("--no-access-log", action="store_true", help="no line per request")
+    _add_train_parser(commands)
     return parser
+
+
+def _add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sbert_retrieval.training.recipes import DATASETS, DEV_SETS
+
+    train = commands.add_parser(
+        "train",
+        help="train a bi-encoder or a cross-encoder",
+        description="Train on ../shared/data (train splits only) and save the model to --output.",
+    )
+    kinds = train.add_subparsers(dest="train_kind", required=True, metavar="KIND")
+    for kind, losses, negatives, text in (
+        (
+            "bi-encoder",
+            ("mnrl", "cosine", "softmax", "triplet"),
+            0,
+            "Fine-tune a sentence-transformers bi-encoder; saved in the sentence-transformers"
+            " layout.",
+        ),
+        (
+            "cross-encoder",
+            ("bce", "mse"),
+            4,
+            "Train a one-label cross-encoder (a bi-encoder given as --model is turned into one"
+            " first); saved as a transformers sequence-classification checkpoint.",
+        ),
+    ):
+        sub = kinds.add_parser(kind, help=text.split(";")[0].lower(), description=text)
+        sub.add_argument(
+            "--model", default=None, help="hub id or local path (default all-MiniLM-L6-v2)"
+        )
+        sub.add_argument(
+            "--data",
+            nargs="+",
+            required=True,
+            choices=DATASETS,
+            metavar="NAME",
+            help=f"training sets, one or more of: {', '.join(DATASETS)}",
+        )
+        sub.add_argument(
+            "--data-dir",
+            default="../shared/data",
+            help="data root with scifact/, stsb/, train/ (default ../shared/data)",
+        )
+        sub.add_argument("--loss", choices=losses, default=losses[0], help=f"default {losses[0]}")
+        sub.add_argument("--output", required=True, metavar="DIR", help="where the model goes")
+        sub.add_argument("--epochs", type=_positive, default=1, help="default 1")
+        sub.add_argument("--batch-size", type=_positive, default=32, help="default 32")
+        sub.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (2e-5)")
+        sub.add_argument(
+            "--warmup-ratio", type=float, default=0.1, help="linear warm-up fraction (0.1)"
+        )
+        sub.add_argument("--weight-decay", type=float, default=0.01, help="default 0.01")
+        sub.add_argument(
+            "--max-grad-norm", type=float, default=1.0, help="clipping; 0 disables (1.0)"
+        )
+        sub.add_argument("--seed", type=int, default=42, help="default 42")
+        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default)")
+        sub.add_argument(
+            "--dtype",
+            choices=("auto", "float32", "float16", "bfloat16"),
+            default="auto",
+            help="mixed precision: float16/bfloat16 autocast on CUDA only (default auto: float16"
+            " on CUDA, float32 on CPU)",
+        )
+        sub.add_argument(
+            "--max-seq-length", type=_positive, default=None, help="tokens per text / pair"
+        )
+        sub.add_argument(
+            "--eval-steps", type=_non_negative, default=0, help="evaluate every N steps (0: end)"
+        )
+        sub.add_argument(
+            "--save-steps", type=_non_negative, default=0, help="checkpoint every N steps (0: no)"
+        )
+        sub.add_argument(
+            "--save-total-limit", type=_positive, default=None, help="keep the newest N"
+        )
+        sub.add_argument("--max-steps", type=_positive, default=None, help="stop after N steps")
+        sub.add_argument(
+            "--resume-from",
+            default=None,
+            metavar="CHECKPOINT",
+            help="a checkpoint-STEP folder, or 'latest' in --output",
+        )
+        sub.add_argument(
+            "--max-examples",
+            type=_positive,
+            default=None,
+            help="at most N examples (queries for scifact/squad) per dataset, for smoke runs",
+        )
+        sub.add_argument("--dev", choices=DEV_SETS, default="auto", help="dev set (default auto)")
+        sub.add_argument("--max-dev-examples", type=_positive, default=None, help="cap the dev set")
+        sub.add_argument(
+            "--save-dtype",
+            choices=("float32", "float16", "bfloat16"),
+            default="float32",
+            help="dtype of the final weights (default float32)",
+        )
+        mining = sub.add_argument_group("hard-negative mining (scifact, squad)")
+        mining.add_argument(
+            "--hard-negatives",
+            type=_non_negative,
+            default=negatives,
+            help=f"mined negatives per query (default {negatives})",
+        )
+        mining.add_argument(
+            "--miner", default=None, help="bi-encoder that mines (default all-MiniLM-L6-v2)"
+        )
+        mining.add_argument(
+            "--mine-top-k", type=_positive, default=30, help="candidate depth (default 30)"
+        )
+        mining.add_argument(
+            "--mine-skip", type=_non_negative, default=0, help="top candidates skipped (0)"
+        )
+        mining.add_argument(
+            "--mine-sampling", choices=("top", "random"), default="top", help="default top"
+        )
+        mining.add_argument(
+            "--mine-margin",
+            type=float,
+            default=None,
+            help="keep candidates scoring <= (1 - margin) x the lowest positive",
+        )
+        sub.add_argument("--progress", action="store_true", help="progress bar and step logs")
+        sub.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _encoder(args: argparse.Namespace, model: str | None) -> Any:
@@ -358,6 +550,97 @@ def _cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
     return evaluate_sts(pairs, _encoder(args, args.model), prefix=args.prefix).to_dict()
 
 
+def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.errors import SbertRetrievalError
+
+    try:
+        from sbert_retrieval.integrations.server import ServerConfig, serve
+    except ImportError as exc:
+        raise SbertRetrievalError(
+            f"{exc}; install the service with: pip install 'sbert-retrieval[server]'"
+        ) from exc
+    config = ServerConfig(
+        store=_store_config(args),
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        query_prefix=args.query_prefix,
+        passage_prefix=args.passage_prefix,
+        api_key_env=args.api_key_env,
+        max_body_bytes=args.max_body_bytes,
+        max_k=args.max_k,
+        rerank_model=args.rerank,
+        rerank_depth=args.rerank_depth,
+        read_only=args.read_only,
+        threads=args.threads,
+    )
+    serve(
+        config,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+        torch_threads=args.torch_threads,
+    )
+    return {}
+
+
+def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.models import DEFAULT_MODEL
+    from sbert_retrieval.training.recipes import (
+        MiningConfig,
+        train_bi_encoder,
+        train_cross_encoder,
+    )
+    from sbert_retrieval.training.trainer import TrainingConfig
+
+    if args.progress:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = TrainingConfig(
+        output_dir=args.output,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        device=args.device,
+        precision=args.dtype,
+        max_seq_length=args.max_seq_length,
+        eval_steps=args.eval_steps,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        max_steps=args.max_steps,
+        save_dtype=args.save_dtype,
+        show_progress=args.progress,
+    )
+    mining = MiningConfig(
+        model=args.miner or DEFAULT_MODEL,
+        num_negatives=args.hard_negatives,
+        top_k=args.mine_top_k,
+        skip_top=args.mine_skip,
+        sampling=args.mine_sampling,
+        relative_margin=args.mine_margin,
+    )
+    run = train_bi_encoder if args.train_kind == "bi-encoder" else train_cross_encoder
+    return run(
+        args.model or DEFAULT_MODEL,
+        args.data,
+        config,
+        loss=args.loss,
+        data_dir=args.data_dir,
+        dev=args.dev,
+        max_examples=args.max_examples,
+        max_dev_examples=args.max_dev_examples,
+        mining=mining,
+        resume_from=args.resume_from,
+    )
+
+
 def _print_human(command: str, result: Any) -> None:
     if command == "search":
         for rank, hit in enumerate(result, 1):
@@ -390,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "search": _cmd_search,
         "beir": _cmd_eval_beir,
         "sts": _cmd_eval_sts,
+        "serve": _cmd_serve,
+        "train": _cmd_train,
     }
     name = args.benchmark if args.command == "eval" else args.command
     try:

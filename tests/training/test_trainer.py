@@ -1,0 +1,316 @@
+"""The training loop on tiny models: saving for sentence-transformers, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sbert_retrieval.encoding import BiEncoder
+from sbert_retrieval.models import load_model_config
+from sbert_retrieval.reranking import CrossEncoderReranker
+from sbert_retrieval.training import (
+    BiEncoderTrainer,
+    CrossEncoderTrainer,
+    PairExample,
+    RerankingEvaluator,
+    StsEvaluator,
+    TrainingConfig,
+    TripletExample,
+    init_cross_encoder_from_bi_encoder,
+    latest_checkpoint,
+    save_bi_encoder,
+)
+from tests.conftest import build_tiny_model
+
+TOPICS = ["cats", "stocks", "volcanoes", "football", "cooking", "planets", "music", "rivers"]
+PAIRS = [
+    PairExample(f"what about {t} {i}?", f"A passage on {t}, number {i}, with detail.", 1)
+    for i in range(2)
+    for t in TOPICS
+]  # 16 positive pairs
+TEXTS = ["short", "a somewhat longer sentence about cats", "naïve café 中文 🚀", "word " * 80]
+
+
+def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def config(tmp_path: Path, name: str, **overrides: object) -> TrainingConfig:
+    settings: dict[str, object] = {"batch_size": 4, "lr": 1e-3, "seed": 7, "device": "cpu"}
+    settings.update(overrides)
+    return TrainingConfig(tmp_path / name, **settings)  # type: ignore[arg-type]
+
+
+def test_bi_encoder_trains_and_loads_in_sentence_transformers(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    trainer = BiEncoderTrainer(tiny_model_dir, PAIRS[:12], config(tmp_path, "out"), loss="mnrl")
+    before = weights(trainer.module)
+    result = trainer.train()
+    assert (result.steps, result.examples) == (3, 12)
+    after = weights(trainer.module)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+    saved = Path(result.output_dir)
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "training_report.json",
+    ):
+        assert (saved / name).is_file(), name
+    assert (saved / "2_Normalize").is_dir()
+    settings = load_model_config(saved)
+    assert (settings.pooling, settings.normalize, settings.max_seq_length) == ("mean", True, 64)
+
+    ours = BiEncoder(saved, device="cpu").encode(TEXTS)
+    reference = SentenceTransformer(str(saved), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+    # The saved weights are the trained ones (not the starting model's).
+    np.testing.assert_allclose(trainer.encoder.encode(TEXTS), ours, atol=1e-6, rtol=0)
+    assert not np.allclose(BiEncoder(tiny_model_dir, device="cpu").encode(TEXTS), ours, atol=1e-4)
+
+
+def test_save_keeps_pooling_normalization_and_prompts(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = build_tiny_model(tmp_path / "cls", pooling="cls", normalize=False)
+    encoder = BiEncoder(model_dir, device="cpu")
+    saved = save_bi_encoder(encoder, tmp_path / "saved", prompts={"query": "query: "})
+    assert not (saved / "2_Normalize").exists()
+    reloaded = BiEncoder(saved, device="cpu")
+    assert (reloaded.pooling, reloaded.normalize, reloaded.prompts) == (
+        "cls",
+        False,
+        {"query": "query: "},
+    )
+    reference = SentenceTransformer(str(saved), device="cpu")
+    assert reference.prompts.get("query") == "query: "
+    np.testing.assert_allclose(
+        reloaded.encode(TEXTS, prefix="query: "),
+        reference.encode(TEXTS, prompt_name="query", convert_to_numpy=True),
+        atol=1e-5,
+        rtol=0,
+    )
+    half = save_bi_encoder(encoder, tmp_path / "half", dtype="float16")
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (
+        saved / "model.safetensors"
+    ).stat().st_size
+    assert next(encoder.model.parameters()).dtype == torch.float32  # the source is untouched
+
+
+def test_same_seed_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    runs = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        trainer = BiEncoderTrainer(
+            tiny_model_dir, PAIRS, config(tmp_path, name, seed=seed, max_steps=2), loss="mnrl"
+        )
+        trainer.train()
+        runs.append(weights(trainer.module))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_resume_ends_with_the_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Softmax: the classifier's weights and its optimizer state must come back too.
+    data = [PairExample(p.a, p.b, i % 3) for i, p in enumerate(PAIRS)]  # 4 steps
+
+    def trainer(name: str, **overrides: object) -> BiEncoderTrainer:
+        settings = {"save_steps": 2, **overrides}
+        return BiEncoderTrainer(
+            tiny_model_dir, data, config(tmp_path, name, **settings), loss="softmax"
+        )
+
+    whole = trainer("whole")
+    whole.train()
+    expected = weights(whole.module)
+    expected_head = weights(whole.loss)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Interrupted
+
+    broken = trainer("broken")
+    with pytest.raises(Interrupted):
+        broken.train(on_step=stop_at_3)
+    checkpoint = latest_checkpoint(tmp_path / "broken")
+    assert checkpoint is not None and checkpoint.name == "checkpoint-2"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["total_steps"] == 4
+    assert (checkpoint / "training_state.pt").is_file()
+    assert BiEncoder(checkpoint, device="cpu").encode(["a checkpoint is a model"]).shape == (1, 32)
+
+    resumed = trainer("broken")
+    result = resumed.train(resume_from="latest")
+    assert result.resumed_from == str(checkpoint) and result.steps == 4
+    got = weights(resumed.module)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0)
+    for key, value in expected_head.items():
+        torch.testing.assert_close(weights(resumed.loss)[key], value, atol=1e-6, rtol=0)
+
+    other = trainer("other", seed=8)
+    with pytest.raises(ValueError, match="seed: checkpoint 7, now 8"):
+        other.train(resume_from=checkpoint)
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        other.train(resume_from=tmp_path)
+
+
+def test_evaluation_every_n_steps_and_triplet_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    triplets = [TripletExample(p.a, p.b, PAIRS[(i + 1) % 16].b) for i, p in enumerate(PAIRS)]
+    dev = [PairExample(p.a, p.b, (i % 5) / 4) for i, p in enumerate(PAIRS)]
+    seen: list[int] = []
+    trainer = BiEncoderTrainer(
+        tiny_model_dir,
+        triplets,
+        config(tmp_path, "tri", eval_steps=2),
+        loss="triplet",
+        evaluator=StsEvaluator(dev),
+    )
+    result = trainer.train(on_evaluate=lambda step, metrics: seen.append(step))
+    assert seen == [2, 4]
+    assert result.main_metric == "spearman"
+    assert (
+        result.main_score == result.metrics["spearman"] == result.history[-1]["metrics"]["spearman"]
+    )
+    log = (tmp_path / "tri" / "training_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log if "eval" in line] == [2, 4]
+
+
+def test_examples_must_fit_the_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, "x")
+    with pytest.raises(ValueError, match="positive pairs only"):
+        BiEncoderTrainer(tiny_model_dir, [PairExample("a", "b", 0)], cfg, loss="mnrl")
+    with pytest.raises(ValueError, match="TripletExample only"):
+        BiEncoderTrainer(tiny_model_dir, PAIRS, cfg, loss="triplet")
+    with pytest.raises(ValueError, match=r"scores in \[0, 1\]"):
+        BiEncoderTrainer(tiny_model_dir, [PairExample("a", "b", 3.0)], cfg, loss="cosine")
+    with pytest.raises(ValueError, match="CUDA only"):
+        BiEncoderTrainer(tiny_model_dir, PAIRS, config(tmp_path, "y", precision="float16"))
+    with pytest.raises(ValueError, match="valid: auto, float32"):
+        TrainingConfig(tmp_path, precision="fp8")
+
+
+def test_init_cross_encoder_copies_the_encoder_exactly(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    first = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "a", seed=1)
+    again = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "b", seed=1)
+    other = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "c", seed=2)
+    encoder = AutoModel.from_pretrained(str(tiny_model_dir)).state_dict()
+    model = AutoModelForSequenceClassification.from_pretrained(str(first))
+    assert model.config.num_labels == 1
+    assert model.config.architectures == ["BertForSequenceClassification"]
+    copied = model.bert.state_dict()
+    assert set(copied) == set(encoder)
+    assert all(torch.equal(copied[k], encoder[k]) for k in encoder)
+    head = model.classifier.weight
+    assert torch.equal(
+        head, AutoModelForSequenceClassification.from_pretrained(str(again)).classifier.weight
+    )
+    assert not torch.equal(
+        head, AutoModelForSequenceClassification.from_pretrained(str(other)).classifier.weight
+    )
+    # The tiny model has 128 positions: the saved tokenizer truncates pairs there.
+    assert json.loads((first / "tokenizer_config.json").read_text())["model_max_length"] == 128
+    config_json = json.loads((first / "config.json").read_text())
+    assert config_json["sentence_transformers"]["activation_fn"].endswith("Sigmoid")
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_cross_encoder_trains_and_loads_in_both_rerankers(
+    tiny_model_dir: Path, tmp_path: Path, loss: str
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    start = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "init", seed=0)
+    labels = [1.0, 0.0] if loss == "bce" else [0.8, 0.2]
+    examples = [
+        PairExample(p.a, p.b if i % 2 == 0 else PAIRS[(i + 3) % 16].b, labels[i % 2])
+        for i, p in enumerate(PAIRS)
+    ]
+    dev = RerankingEvaluator([PairExample(e.a, e.b, int(e.label > 0.5)) for e in examples])
+    trainer = CrossEncoderTrainer(
+        start, examples, config(tmp_path, "ce", max_steps=3), loss=loss, evaluator=dev
+    )
+    before = weights(trainer.module)
+    result = trainer.train()
+    assert result.steps == 3 and result.main_metric == "map@100"
+    assert 0 <= result.metrics["map@100"] <= 1
+    after = weights(trainer.module)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+    pairs = [
+        ("what do cats eat?", "Cats eat mice."),
+        ("", "An empty query."),
+        ("long", "word " * 300),  # beyond 128 tokens: truncated by both
+        ("unicode", "naïve café 中文 🚀"),
+    ]
+    ours = CrossEncoderReranker(result.output_dir, device="cpu").predict(pairs)
+    reference = CrossEncoder(result.output_dir, device="cpu").predict(pairs)
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+    assert np.all((ours > 0) & (ours < 1))  # sigmoid, as trained
+    # The trainer's own reranker (the evaluated one) scores as the saved one does.
+    np.testing.assert_allclose(trainer.reranker.predict(pairs), ours, atol=1e-6, rtol=0)
+
+
+def test_cross_encoder_rejects_unsuitable_data(tiny_model_dir: Path, tmp_path: Path) -> None:
+    start = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "init")
+    with pytest.raises(ValueError, match=r"labels in \[0, 1\]"):
+        CrossEncoderTrainer(start, [PairExample("q", "p", 2)], config(tmp_path, "x"))
+    three = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "three", num_labels=3)
+    with pytest.raises(ValueError, match="needs 1 output label"):
+        CrossEncoderTrainer(three, PAIRS, config(tmp_path, "y"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision_path_with_scaler_and_resume(
+    tiny_model_dir: Path, tmp_path: Path, dtype: torch.dtype
+) -> None:
+    # The CUDA-only path (autocast, and a GradScaler for float16) forced onto CPU autocast.
+    def trainer(name: str) -> BiEncoderTrainer:
+        made = BiEncoderTrainer(tiny_model_dir, PAIRS, config(tmp_path, name, save_steps=2))
+        made.autocast_dtype = dtype
+        return made
+
+    whole = trainer("amp")
+    before = weights(whole.module)
+    result = whole.train()
+    assert result.precision == str(dtype).removeprefix("torch.")
+    after = weights(whole.module)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    saved = torch.load(tmp_path / "amp" / "checkpoint-2" / "training_state.pt", weights_only=True)
+    assert (saved["scaler"] is not None) == (dtype == torch.float16)
+    resumed = trainer("amp")
+    resumed.train(resume_from=tmp_path / "amp" / "checkpoint-2")
+    got = weights(resumed.module)
+    for key, value in after.items():
+        torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0)
+
+
+def test_precision_resolution() -> None:
+    from sbert_retrieval.training.trainer import _resolve_precision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _resolve_precision("auto", cuda) == torch.float16
+    assert _resolve_precision("auto", cpu) is None
+    assert _resolve_precision("bf16", cuda) == torch.bfloat16
+    assert _resolve_precision("float32", cuda) is None
+    with pytest.raises(ValueError, match="CUDA only"):
+        _resolve_precision("bfloat16", cpu)
