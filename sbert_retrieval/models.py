@@ -185,7 +185,13 @@ def _read_json(path: Path) -> Any:
 def _pooling_from_config(config: dict[str, Any]) -> str:
     if "pooling_mode" in config:
         mode = str(config["pooling_mode"])
-        mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(mode, mode)
+        # sentence-transformers >= 5 writes these names; older versions the *_tokens ones.
+        mode = {
+            "mean_tokens": "mean",
+            "cls_token": "cls",
+            "max_tokens": "max",
+            "mean_sqrt_len_tokens": "mean_sqrt_len",
+        }.get(mode, mode)
         if mode not in POOLING_MODES:
             raise ValueError(
                 f"pooling mode {mode!r} is not supported; valid: {', '.join(POOLING_MODES)}"
@@ -229,7 +235,14 @@ def load_model_config(path: Path) -> SentenceModelConfig:
                 if pool_file.is_file():
                     pool_cfg = _read_json(pool_file)
                     pooling = _pooling_from_config(pool_cfg)
-                    dimension = pool_cfg.get("word_embedding_dimension")
+                    dimension = pool_cfg.get(
+                        "embedding_dimension", pool_cfg.get("word_embedding_dimension")
+                    )
+                    if pool_cfg.get("include_prompt") is False:
+                        raise ValueError(
+                            f"{pool_file} excludes prompt tokens from pooling (include_prompt:"
+                            " false, INSTRUCTOR-style), which this package does not support"
+                        )
             elif kind.endswith("Normalize"):
                 normalize = True
     max_seq_length: int | None = None

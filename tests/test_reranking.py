@@ -61,3 +61,20 @@ def test_bad_settings_list_the_valid_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="valid: label_0"):
         CrossEncoderReranker(model_dir, label="relevant")
     assert CrossEncoderReranker(model_dir, label="LABEL_0").label == 0
+
+
+def test_max_length_never_exceeds_the_position_table(tmp_path: Path) -> None:
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from tests.conftest import copy_minilm_tokenizer, tiny_bert_config
+
+    torch.manual_seed(0)
+    target = tmp_path / "short"
+    BertForSequenceClassification(
+        tiny_bert_config(max_position_embeddings=64, num_labels=1)
+    ).save_pretrained(target)
+    copy_minilm_tokenizer(target)  # its tokenizer says 512
+    reranker = CrossEncoderReranker(target, device="cpu")
+    assert reranker.max_length == 64
+    assert len(reranker.score("q", ["word " * 300])) == 1

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sbert_retrieval.stores.local import LocalStore, write_durably
+from sbert_retrieval.stores.local import LocalStore, exact_top_k, write_durably
 
 __all__ = ["ExactStore"]
 
@@ -28,6 +28,9 @@ class ExactStore(LocalStore):
     def _init_vectors(self, params: Mapping[str, Any]) -> None:
         self._matrix = np.zeros((0, self.dimension), dtype=np.float32)
         self._live = np.zeros(0, dtype=bool)
+        # (labels, their rows) of every live vector, built on the first unfiltered search after
+        # a write, so single-query searches do not gather the matrix each time.
+        self._live_view: tuple[np.ndarray, np.ndarray] | None = None
 
     def _grow(self, size: int) -> None:
         if size <= len(self._matrix):
@@ -46,9 +49,11 @@ class ExactStore(LocalStore):
         self._grow(int(labels.max()) + 1)
         self._matrix[labels] = vectors
         self._live[labels] = True
+        self._live_view = None
 
     def _delete_vectors(self, labels: Sequence[int]) -> None:
         self._live[list(labels)] = False
+        self._live_view = None
 
     def _get_vectors(self, labels: Sequence[int]) -> np.ndarray:
         return self._matrix[list(labels)].copy()
@@ -56,9 +61,15 @@ class ExactStore(LocalStore):
     def _search_vectors(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is None:
-            allowed = np.flatnonzero(self._live)
-        return self._exact_search(queries, k, allowed)
+        if allowed is not None:
+            return self._exact_search(queries, k, allowed)
+        view = self._live_view
+        if view is None:
+            labels = np.flatnonzero(self._live)
+            # Readers share the lock: two may build the view at once; both build the same one.
+            view = self._live_view = (labels, self._matrix[labels])
+        rows, scores = exact_top_k(queries, view[1], k)
+        return view[0][rows], scores
 
     def _save_vectors(self, generation: int, live_labels: list[int]) -> dict[str, Any]:
         assert self.path is not None
