@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbert_retrieval.encoding.bi_encoder import BiEncoder
+from sbert_retrieval.encoding.bi_encoder import BiEncoder, TokenizedBatch
 
 __all__ = ["EmbeddingCache"]
 
@@ -61,8 +61,16 @@ class EmbeddingCache:
         *,
         prefix: str = "",
         show_progress: bool = False,
+        tokenized: TokenizedBatch | None = None,
     ) -> tuple[np.ndarray, bool]:
         """Encode through the cache.
+
+        Args:
+            encoder: The encoder; its settings are part of the key.
+            texts: The texts, in order.
+            prefix: Prepended to every text.
+            show_progress: Progress bar while encoding on a miss.
+            tokenized: ``encoder.tokenize(texts, prefix=prefix)``, when the caller already has it.
 
         Returns:
             ``(vectors, hit)``; ``hit`` is True when the vectors were read from disk.
@@ -73,7 +81,9 @@ class EmbeddingCache:
                 cached = np.load(file, allow_pickle=False)
                 if cached.shape == (len(texts), encoder.dimension) and cached.dtype == np.float32:
                     return cached, True
-        vectors = encoder.encode(texts, prefix=prefix, show_progress=show_progress)
+        if tokenized is None:
+            tokenized = encoder.tokenize(texts, prefix=prefix)
+        vectors = encoder.encode_tokenized(tokenized, show_progress=show_progress)
         with contextlib.suppress(OSError):
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp")

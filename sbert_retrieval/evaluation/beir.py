@@ -144,17 +144,16 @@ def evaluate_beir(
         chunker = TokenChunker.for_encoder(encoder, chunking, prefix=passage_prefix)
         chunks = [c for per_doc in chunker.chunk_many(documents) for c in per_doc]
     texts = [c.text for c in chunks]
-    truncated = encoder.tokenize(texts, prefix=passage_prefix).truncated
+    # Tokenized once: the truncation count and, on a cache miss, the encoding both use it.
+    tokenized = encoder.tokenize(texts, prefix=passage_prefix)
     encode_started = time.perf_counter()
     if cache_dir is not None:
         vectors, cached = EmbeddingCache(cache_dir).encode(
-            encoder, texts, prefix=passage_prefix, show_progress=show_progress
+            encoder, texts, prefix=passage_prefix, show_progress=show_progress, tokenized=tokenized
         )
     else:
-        vectors, cached = (
-            encoder.encode(texts, prefix=passage_prefix, show_progress=show_progress),
-            False,
-        )
+        vectors = encoder.encode_tokenized(tokenized, show_progress=show_progress)
+        cached = False
     encode_seconds = time.perf_counter() - encode_started
 
     spec = encoder.spec(query_prefix=query_prefix, passage_prefix=passage_prefix)
@@ -204,7 +203,7 @@ def evaluate_beir(
         queries=scores.queries,
         docs=len(documents),
         chunks=len(chunks),
-        truncated=truncated,
+        truncated=tokenized.truncated,
         seconds=time.perf_counter() - started,
         encode_seconds=encode_seconds,
         cached=cached,
