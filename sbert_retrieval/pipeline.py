@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sbert_retrieval.chunking import ChunkingConfig, TokenChunker
@@ -150,11 +150,12 @@ class IngestionPipeline:
         self.store = store
         self.config = config or IngestConfig()
         self.prefix = store.spec.passage_prefix
-        check_spec(
-            store.spec,
+        # Ingestion encodes passages only: whatever query tower the index names is not checked.
+        passage_spec = replace(
             encoder.spec(query_prefix=store.spec.query_prefix, passage_prefix=self.prefix),
-            "the store",
+            query_model=store.spec.query_model,
         )
+        check_spec(store.spec, passage_spec, "the store")
         self.chunker = TokenChunker.for_encoder(encoder, self.config.chunking, prefix=self.prefix)
 
     def ingest(self, paths: Iterable[str | os.PathLike[str]]) -> IngestReport:

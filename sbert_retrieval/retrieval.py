@@ -168,7 +168,11 @@ class Retriever:
         spec = store.spec
         check_spec(
             spec,
-            encoder.spec(query_prefix=spec.query_prefix, passage_prefix=spec.passage_prefix),
+            encoder.spec(
+                query_prefix=spec.query_prefix,
+                passage_prefix=spec.passage_prefix,
+                query_encoder=query_encoder,
+            ),
             "the store",
         )
         if rerank_depth < 1:

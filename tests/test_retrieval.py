@@ -126,3 +126,21 @@ def test_batch_search_equals_single_searches(tiny_encoder, indexed) -> None:  # 
     assert retriever.search_batch([], k=3) == []
     with pytest.raises(ValueError, match="k must be"):
         retriever.search("x", k=0)
+
+
+def test_a_separate_query_tower_is_recorded_and_enforced(tmp_path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    from sbert_retrieval.encoding import BiEncoder
+    from tests.conftest import build_tiny_model
+
+    query_tower = BiEncoder(build_tiny_model(tmp_path / "query-tower", seed=3))
+    store = ExactStore(None, tiny_encoder.spec(query_encoder=query_tower))
+    assert store.spec.query_model and store.spec.query_model != store.spec.fingerprint
+    IngestionPipeline(tiny_encoder, store).ingest_records(DOCS)  # passages: the passage tower
+    with pytest.raises(ModelMismatchError, match="query_model"):
+        Retriever(tiny_encoder, store)  # queries would come from the wrong tower
+    [hit] = Retriever(tiny_encoder, store, query_encoder=query_tower).search("cats", k=1)
+    [record] = store.get([hit.point_id])
+    assert hit.score == pytest.approx(
+        float(query_tower.encode(["cats"])[0] @ record.vector), abs=1e-5
+    )
+    assert tiny_encoder.spec(query_encoder=tiny_encoder).query_model == ""

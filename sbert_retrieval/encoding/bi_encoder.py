@@ -137,8 +137,27 @@ class BiEncoder:
         self._lock = threading.Lock()
 
     # -- identity -------------------------------------------------------------------------
-    def spec(self, *, query_prefix: str = "", passage_prefix: str = "") -> EmbeddingSpec:
-        """The identity of this encoder's vectors, to store with an index."""
+    def spec(
+        self,
+        *,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        query_encoder: BiEncoder | None = None,
+    ) -> EmbeddingSpec:
+        """The identity of this encoder's vectors, to store with an index.
+
+        Args:
+            query_prefix: Put before each query.
+            passage_prefix: Put before each passage.
+            query_encoder: A separate query tower (two-tower models): its fingerprint is
+                recorded, so the index refuses queries from any other model.
+        """
+        if query_encoder is not None and query_encoder.dimension != self.dimension:
+            raise ValueError(
+                f"the query encoder's width ({query_encoder.dimension}) differs from the passage"
+                f" encoder's ({self.dimension}); both towers must produce vectors of one width"
+            )
+        tower = query_encoder if query_encoder is not None and query_encoder is not self else None
         return EmbeddingSpec(
             model=self.model_name,
             dimension=self.dimension,
@@ -148,6 +167,7 @@ class BiEncoder:
             fingerprint=self._fingerprint,
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
+            query_model=tower._fingerprint if tower is not None else "",
         )
 
     @property

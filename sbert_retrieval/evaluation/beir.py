@@ -156,7 +156,9 @@ def evaluate_beir(
         cached = False
     encode_seconds = time.perf_counter() - encode_started
 
-    spec = encoder.spec(query_prefix=query_prefix, passage_prefix=passage_prefix)
+    spec = encoder.spec(
+        query_prefix=query_prefix, passage_prefix=passage_prefix, query_encoder=query_encoder
+    )
     store = _make_store(backend, spec, store_factory, hnsw_params)
     try:
         for start in range(0, len(chunks), _UPSERT_BATCH):
