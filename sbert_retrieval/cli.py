@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,20 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, *, model_help: str) -> N
     )
     group.add_argument(
         "--batch-size", type=_positive, default=32, help="texts per forward pass (default 32)"
+    )
+    group.add_argument(
+        "--max-batch-tokens",
+        type=_positive,
+        default=None,
+        help="also cap each forward pass at this many tokens, padding included (default: none)",
+    )
+
+
+def _add_query_model_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--query-model",
+        default=None,
+        help="a separate query encoder (two-tower models); recorded in and checked by the index",
     )
 
 
@@ -128,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         model_help="hub id or local path (default: the index's model, else all-MiniLM-L6-v2)",
     )
     _add_prefix_flags(ingest)
+    _add_query_model_flag(ingest)
     ingest.add_argument(
         "--chunk-tokens",
         type=_positive,
@@ -159,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_flags(search, index_required=True, backends=("hnsw", "exact", "qdrant"))
     _add_encoder_flags(search, model_help="override the index's model path (same weights required)")
+    _add_query_model_flag(search)
     _add_rerank_flags(search)
     search.add_argument("--json", action="store_true", help="print hits as JSON")
 
@@ -177,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     beir.add_argument("--split", default="test", help="qrels split to score (default test)")
     _add_store_flags(beir, index_required=False, backends=("exact", "hnsw", "qdrant"))
     _add_encoder_flags(beir, model_help="hub id or local path (default all-MiniLM-L6-v2)")
+    _add_query_model_flag(beir)
     _add_prefix_flags(beir)
     _add_rerank_flags(beir)
     beir.add_argument(
@@ -399,8 +417,17 @@ def _encoder(args: argparse.Namespace, model: str | None) -> Any:
     from sbert_retrieval.models import DEFAULT_MODEL
 
     return BiEncoder(
-        model or DEFAULT_MODEL, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        model or DEFAULT_MODEL,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_batch_tokens=getattr(args, "max_batch_tokens", None),
     )
+
+
+def _query_encoder(args: argparse.Namespace) -> Any:
+    query_model = getattr(args, "query_model", None)
+    return _encoder(args, query_model) if query_model else None
 
 
 def _prefixes(args: argparse.Namespace, encoder: Any) -> tuple[str, str]:
@@ -454,7 +481,12 @@ def _cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
             )
     else:
         query_prefix, passage_prefix = _prefixes(args, encoder)
-    spec = encoder.spec(query_prefix=query_prefix, passage_prefix=passage_prefix)
+    spec = encoder.spec(
+        query_prefix=query_prefix, passage_prefix=passage_prefix, query_encoder=_query_encoder(args)
+    )
+    if existing is not None and not args.query_model:
+        # Ingestion encodes passages only: keep whatever query tower the index records.
+        spec = replace(spec, query_model=existing.query_model)
     ingest_config = IngestConfig(
         chunking=ChunkingConfig(chunk_tokens=args.chunk_tokens, overlap=args.overlap),
         doc_mode=args.doc_mode,
@@ -481,7 +513,11 @@ def _cmd_search(args: argparse.Namespace) -> list[dict[str, Any]]:
     filter_spec = json.loads(args.filter) if args.filter else None
     with open_store(config, read_only=config.backend != "qdrant") as store:
         retriever = Retriever(
-            encoder, store, reranker=_reranker(args), rerank_depth=args.rerank_depth
+            encoder,
+            store,
+            query_encoder=_query_encoder(args),
+            reranker=_reranker(args),
+            rerank_depth=args.rerank_depth,
         )
         hits = retriever.search(args.query, args.k, filter=filter_spec, doc_level=args.doc_level)
     return [
@@ -531,6 +567,7 @@ def _cmd_eval_beir(args: argparse.Namespace) -> dict[str, Any]:
         backend=args.backend,
         doc_mode=args.doc_mode,
         store_factory=factory,
+        query_encoder=_query_encoder(args),
         query_prefix=query_prefix,
         passage_prefix=passage_prefix,
         top_k=args.top_k,

@@ -205,3 +205,33 @@ def test_search_with_rerank(
     assert isinstance(hits, list) and len(hits) == 2
     assert all(h["rerank_score"] == h["score"] and h["first_stage_score"] is not None for h in hits)
     assert hits[0]["score"] >= hits[1]["score"]
+
+
+def test_two_towers_and_token_budget_flags(
+    folder: Path, tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import build_tiny_model
+
+    query_tower = str(build_tiny_model(tmp_path / "query-tower", seed=5))
+    index = str(tmp_path / "index")
+    model = ["--model", str(tiny_model_dir), "--max-batch-tokens", "64"]
+    report = run_json(
+        capsys,
+        "ingest",
+        str(folder),
+        "--index",
+        index,
+        *model,
+        "--query-model",
+        query_tower,
+        "--json",
+    )
+    assert isinstance(report, dict) and report["added"] == 3
+    # Re-ingesting needs no query tower: ingestion encodes passages only.
+    assert run_json(capsys, "ingest", str(folder), "--index", index, "--json")["unchanged"] == 3  # type: ignore[index]
+    hits = run_json(
+        capsys, "search", "--index", index, "cats", "--query-model", query_tower, "--json"
+    )
+    assert isinstance(hits, list) and hits
+    assert main(["search", "--index", index, "cats"]) == 1
+    assert "query_model" in capsys.readouterr().err
