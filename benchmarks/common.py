@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
@@ -41,6 +42,18 @@ def stsb_sentences(limit: int | None = None) -> list[str]:
                 seen.setdefault(second)
     texts = list(seen)
     return texts[:limit] if limit else texts
+
+
+def model_arguments(description: str | None, *, batch_size: int) -> argparse.ArgumentParser:
+    """A parser with the options every encoding benchmark takes: model, device, dtype, batch."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    return parser
 
 
 def repeat_to(texts: list[str], count: int) -> list[str]:

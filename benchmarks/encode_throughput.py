@@ -10,7 +10,6 @@ between the two outputs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,17 +17,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_of, machine, repeat_to, scifact_abstracts, stsb_sentences
+from common import best_of, machine, model_arguments, repeat_to, scifact_abstracts, stsb_sentences
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = model_arguments(__doc__, batch_size=32)
     parser.add_argument("--abstracts", type=int, default=512, help="SciFact abstracts per run")
     parser.add_argument("--sentences", type=int, default=4000, help="STSb sentences per run")
     parser.add_argument("--repeats", type=int, default=6)

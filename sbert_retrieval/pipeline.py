@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from sbert_retrieval.chunking import ChunkingConfig, TokenChunker
 from sbert_retrieval.documents import Chunk, Document, LoadedRecord, iter_documents
@@ -32,6 +37,8 @@ __all__ = [
 ]
 
 DOC_MODES = ("chunk", "truncate")
+# Batches each stage may run ahead of the next.
+_QUEUE_DEPTH = 4
 _NAMESPACE = uuid.UUID("6f0e3c1e-5b7a-4c1f-9a53-2d4b1c7e8a90")
 
 
@@ -128,6 +135,57 @@ class _Tally:
     failures: list[RecordFailure] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One batch of documents after chunking and diffing: the unit handed between stages."""
+
+    documents: int
+    to_write: list[tuple[str, Chunk]]
+    stale: list[str]
+
+
+class _Cancelled(Exception):
+    """Raised in a stage waiting on a queue once another stage has failed."""
+
+
+class _Flow:
+    """Bounded hand-offs between the ingestion stages, and the first error any of them hit."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def put(self, target: queue.Queue[Any], item: Any) -> None:
+        while not self.stopped.is_set():
+            try:
+                target.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+        raise _Cancelled
+
+    def get(self, source: queue.Queue[Any]) -> Any:
+        while not self.stopped.is_set():
+            try:
+                return source.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        raise _Cancelled
+
+    def guard(self, stage: Any) -> None:
+        try:
+            stage()
+        except _Cancelled:
+            pass
+        except BaseException as error:  # re-raised in the caller's thread by raise_first
+            self.errors.append(error)
+            self.stopped.set()
+
+    def raise_first(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+
 class IngestionPipeline:
     """Loads, chunks, encodes and stores documents.
 
@@ -163,25 +221,53 @@ class IngestionPipeline:
         return self.ingest_records(iter_documents(paths))
 
     def ingest_records(self, records: Iterable[LoadedRecord]) -> IngestReport:
-        """Ingest documents; :class:`InvalidRecordError` items are reported as failures."""
+        """Ingest documents; :class:`InvalidRecordError` items are reported as failures.
+
+        Three stages run side by side: a planner thread loads, chunks and diffs documents
+        against the store; this thread encodes the chunks as one stream through the encoder's
+        :class:`~sbert_retrieval.encoding.EncodingEngine`; a writer thread upserts and flushes.
+        Each stage hands the next at most a few batches ahead, so memory stays bounded. Batches
+        are written in input order, each one's upsert before its stale deletes. The first error
+        in any stage stops the others and is raised here; what was written before stays.
+        """
         started = time.perf_counter()
         tally = _Tally()
-        seen: set[str] = set()
-        since_flush = 0
         progress = self._progress()
-        try:
-            for batch in self._batches(records, tally, seen):
-                written = self._ingest_batch(batch, tally)
-                since_flush += written
+        flow = _Flow()
+        plans: queue.Queue[_Plan | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        writes: queue.Queue[tuple[_Plan, np.ndarray] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+
+        def plan_stage() -> None:
+            for batch in self._batches(records, tally, set()):
+                flow.put(plans, self._plan(batch, tally))
+            flow.put(plans, None)
+
+        def write_stage() -> None:
+            since_flush = 0
+            while (item := flow.get(writes)) is not None:
+                plan, vectors = item
+                since_flush += self._write(plan, vectors, tally)
                 if since_flush >= self.config.flush_every:
                     self.store.flush()
                     since_flush = 0
                 if progress is not None:
-                    progress.update(len(batch))
+                    progress.update(plan.documents)
             self.store.flush()
+
+        threads = [
+            threading.Thread(target=flow.guard, args=(plan_stage,), name="sbert-ingest-plan"),
+            threading.Thread(target=flow.guard, args=(write_stage,), name="sbert-ingest-write"),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            flow.guard(lambda: self._encode_stage(flow, plans, writes, tally))
         finally:
+            for thread in threads:
+                thread.join()
             if progress is not None:
                 progress.close()
+        flow.raise_first()
         return IngestReport(
             added=tally.added,
             updated=tally.updated,
@@ -193,6 +279,47 @@ class IngestionPipeline:
             seconds=time.perf_counter() - started,
             failures=tuple(tally.failures),
         )
+
+    def _encode_stage(
+        self,
+        flow: _Flow,
+        plans: queue.Queue[_Plan | None],
+        writes: queue.Queue[tuple[_Plan, np.ndarray] | None],
+        tally: _Tally,
+    ) -> None:
+        # Plans whose texts have entered the encoder, oldest first; appended by the engine's
+        # reader thread (deque appends and pops are thread-safe) and released here in order.
+        waiting: deque[_Plan] = deque()
+
+        def texts() -> Iterator[str]:
+            while (plan := flow.get(plans)) is not None:
+                waiting.append(plan)
+                yield from (chunk.text for _, chunk in plan.to_write)
+
+        parts: list[np.ndarray] = []
+        buffered = 0
+
+        def release() -> None:
+            nonlocal parts, buffered
+            while waiting and len(waiting[0].to_write) <= buffered:
+                plan = waiting.popleft()
+                need = len(plan.to_write)
+                pool = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else None
+                vectors = pool[:need] if pool is not None else np.empty((0, 0), np.float32)
+                rest = pool[need:] if pool is not None else None
+                parts = [rest] if rest is not None and len(rest) else []
+                buffered -= need
+                flow.put(writes, (plan, vectors))
+
+        for encoded in self.encoder.encode_stream(
+            texts(), prefix=self.prefix, batch_size=self.config.encode_batch_size
+        ):
+            tally.truncated += encoded.truncated
+            parts.append(encoded.vectors)
+            buffered += len(encoded.vectors)
+            release()
+        release()  # plans with nothing to encode (unchanged documents, deletions only)
+        flow.put(writes, None)
 
     def _progress(self) -> Any:
         if not self.config.show_progress:
@@ -234,7 +361,8 @@ class IngestionPipeline:
             ]
         return self.chunker.chunk_many(documents)
 
-    def _ingest_batch(self, documents: list[Document], tally: _Tally) -> int:
+    def _plan(self, documents: list[Document], tally: _Tally) -> _Plan:
+        """Chunk a batch and diff it against the store: what to encode, what to delete."""
         per_doc = self._chunk(documents)
         existing = self.store.ids_by_document(doc.id for doc in documents)
         to_write: list[tuple[str, Chunk]] = []
@@ -260,12 +388,11 @@ class IngestionPipeline:
                 (pid, chunk) for pid, chunk in zip(ids, chunks, strict=True) if pid not in old
             )
             stale.extend(old - new)
-        if to_write:
-            tokenized = self.encoder.tokenize([c.text for _, c in to_write], prefix=self.prefix)
-            vectors = self.encoder.encode_tokenized(
-                tokenized, batch_size=self.config.encode_batch_size
-            )
-            tally.truncated += tokenized.truncated
+        return _Plan(len(documents), to_write, stale)
+
+    def _write(self, plan: _Plan, vectors: np.ndarray, tally: _Tally) -> int:
+        """Store a plan's vectors, then drop its stale chunks; returns the chunks written."""
+        if plan.to_write:
             # Upsert before deleting stale chunks: a crash in between leaves extra, never missing.
             self.store.upsert(
                 [
@@ -281,10 +408,10 @@ class IngestionPipeline:
                             "metadata": dict(chunk.metadata),
                         },
                     )
-                    for i, (pid, chunk) in enumerate(to_write)
+                    for i, (pid, chunk) in enumerate(plan.to_write)
                 ]
             )
-            tally.chunks += len(to_write)
-        if stale:
-            tally.deleted += self.store.delete(stale)
-        return len(to_write)
+            tally.chunks += len(plan.to_write)
+        if plan.stale:
+            tally.deleted += self.store.delete(plan.stale)
+        return len(plan.to_write)

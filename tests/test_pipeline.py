@@ -205,3 +205,74 @@ def test_concurrent_search_while_ingesting(tmp_path: Path, tiny_encoder) -> None
         assert searches[0] > 8
         assert report.added == 384 and report.unchanged == 16
         assert len(store.document_ids()) == 400
+
+
+class FailingUpsertStore(ExactStore):
+    """The real exact store, except that upserts fail from the ``fail_at``-th call on."""
+
+    def __init__(self, spec, fail_at: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(None, spec)
+        self.fail_at = fail_at
+        self.upserts = 0
+
+    def upsert(self, records):  # type: ignore[no-untyped-def]
+        self.upserts += 1
+        if self.upserts >= self.fail_at:
+            raise OSError(f"simulated: upsert {self.upserts} failed")
+        super().upsert(records)
+
+
+def many_docs(count: int) -> list[Document]:
+    return [Document(f"doc-{i}", f"{TOPICS[i % 5]} Item {i}.") for i in range(count)]
+
+
+def test_a_writer_failure_stops_the_run_and_keeps_what_was_written(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    store = FailingUpsertStore(tiny_encoder.spec(), fail_at=3)
+    config = IngestConfig(doc_batch_size=10)
+    threads_before = threading.active_count()
+    with pytest.raises(OSError, match="upsert 3 failed"):
+        IngestionPipeline(tiny_encoder, store, config).ingest_records(many_docs(200))
+    stored = store.ids_by_document(f"doc-{i}" for i in range(200))
+    assert sorted(stored, key=lambda d: int(d.split("-")[1])) == [f"doc-{i}" for i in range(20)]
+    assert threading.active_count() == threads_before  # no stage left running
+
+
+def test_an_error_from_the_input_stops_the_run(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    def records():  # type: ignore[no-untyped-def]
+        yield from many_docs(30)
+        raise OSError("simulated: the source went away")
+
+    with ExactStore(None, tiny_encoder.spec()) as store, pytest.raises(OSError, match="went away"):
+        IngestionPipeline(tiny_encoder, store, IngestConfig(doc_batch_size=10)).ingest_records(
+            records()
+        )
+
+
+def test_an_encoder_failure_stops_the_run(tiny_model_dir: Path) -> None:
+    import torch
+
+    from sbert_retrieval.encoding import BiEncoder
+    from tests.encoding.test_bi_encoder import OutOfMemoryAbove
+
+    encoder = BiEncoder(tiny_model_dir, device="cpu")
+    encoder.model = OutOfMemoryAbove(encoder.model, limit=0)  # nothing fits, not even one text
+    with ExactStore(None, encoder.spec()) as store, pytest.raises(torch.OutOfMemoryError):
+        IngestionPipeline(encoder, store).ingest_records(many_docs(50))
+
+
+def test_batches_land_in_input_order_across_stages(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    docs = many_docs(120)
+    with ExactStore(None, tiny_encoder.spec()) as store:
+        pipeline = IngestionPipeline(tiny_encoder, store, IngestConfig(doc_batch_size=7))
+        first = pipeline.ingest_records(docs[:60])
+        # Unchanged, changed and new documents interleaved: plans with nothing to encode sit
+        # between plans with chunks, and all of them must still be written.
+        mixed = docs[:30] + [Document(d.id, d.text + " Edited.") for d in docs[30:60]] + docs[60:]
+        second = pipeline.ingest_records(mixed)
+        assert (first.added, second.unchanged, second.updated, second.added) == (60, 30, 30, 60)
+        assert second.deleted == 30 and store.count() == 120
+        for doc in mixed[::17]:
+            [pid] = store.ids_by_document([doc.id])[doc.id]
+            [record] = store.get([pid])
+            assert record.payload["text"] == doc.text
+            np.testing.assert_allclose(record.vector, tiny_encoder.encode([doc.text])[0], atol=1e-6)

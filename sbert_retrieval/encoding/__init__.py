@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder, TokenizedBatch
+from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, EngineConfig
 from sbert_retrieval.encoding.pooling import pool
 
-__all__ = ["BiEncoder", "TokenizedBatch", "pool"]
+__all__ = [
+    "BiEncoder",
+    "EncodedChunk",
+    "EncodingEngine",
+    "EngineConfig",
+    "TokenizedBatch",
+    "pool",
+]

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, EngineConfig
+from sbert_retrieval.encoding.multi_device import MultiDeviceEncoder
 from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.models import (
     DEFAULT_MODEL,
@@ -86,6 +88,10 @@ class BiEncoder:
         max_batch_tokens: Also cap each forward pass at this many tokens (texts × longest text,
             padding included), so batches of short texts grow and batches of long ones shrink;
             ``None`` (default) caps by ``batch_size`` alone.
+        engine: Run :meth:`encode` through the overlapped :class:`EncodingEngine` (parallel
+            tokenizer workers, pinned memory, asynchronous copies): ``True`` or an
+            :class:`EngineConfig` to use it, ``False`` for the plain loop, ``None`` (default)
+            for the engine on CUDA only. :meth:`encode_stream` always uses it.
 
     Thread safety: :meth:`encode` may be called from several threads; tokenization and each
     forward pass are serialized by an internal lock (the fast tokenizer is not re-entrant), so
@@ -103,6 +109,7 @@ class BiEncoder:
         normalize: bool | None = None,
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
+        engine: EngineConfig | bool | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -135,6 +142,11 @@ class BiEncoder:
         self._input_names = tuple(self.tokenizer.model_input_names)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
         self._lock = threading.Lock()
+        self._engine_config = engine if isinstance(engine, EngineConfig) else EngineConfig()
+        self._use_engine = self.device.type == "cuda" if engine is None else engine is not False
+        self._engine: EncodingEngine | None = None
+        self._requested_device = device
+        self._multi_device: MultiDeviceEncoder | None = None
 
     # -- identity -------------------------------------------------------------------------
     def spec(
@@ -219,9 +231,69 @@ class BiEncoder:
 
         Thread safety: safe; concurrent calls interleave batch by batch.
         """
+        if self._use_engine and not show_progress:
+            if len(self.bulk_devices) > 1 and len(texts) > self._engine_config.chunk_size:
+                return self.multi_device.encode(texts, prefix=prefix)
+            vectors, _ = self.engine.encode(texts, prefix=prefix, batch_size=batch_size)
+            return vectors
         return self.encode_tokenized(
             self.tokenize(texts, prefix=prefix), batch_size=batch_size, show_progress=show_progress
         )
+
+    @property
+    def engine(self) -> EncodingEngine:
+        """This encoder's overlapped engine (created on first use)."""
+        if self._engine is None:
+            self._engine = EncodingEngine(self, self._engine_config)
+        return self._engine
+
+    def encode_stream(
+        self, texts: Iterable[str], *, prefix: str = "", batch_size: int | None = None
+    ) -> Iterator[EncodedChunk]:
+        """Encode a stream of texts chunk by chunk, overlapping tokenization and the forward.
+
+        See :meth:`EncodingEngine.stream`: memory stays bounded whatever the stream's length,
+        and each :class:`EncodedChunk` carries its vectors (in input order) and how many of its
+        texts were truncated.
+
+        Thread safety: safe; concurrent streams and :meth:`encode` calls interleave batch by
+        batch.
+        """
+        if len(self.bulk_devices) > 1:
+            return self.multi_device.encode_stream(texts, prefix=prefix, batch_size=batch_size)
+        return self.engine.stream(texts, prefix=prefix, batch_size=batch_size)
+
+    @property
+    def bulk_devices(self) -> list[str]:
+        """Devices that bulk encoding fans out to (empty: this process, :attr:`device` only)."""
+        if self._engine_config.devices:
+            return list(self._engine_config.devices)
+        if self._requested_device in (None, "auto", "cuda") and torch.cuda.device_count() > 1:
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return []
+
+    @property
+    def multi_device(self) -> MultiDeviceEncoder:
+        """The worker processes, one per bulk device (started on first use)."""
+        if self._multi_device is None:
+            settings = {
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "batch_size": self.batch_size,
+                "max_batch_tokens": self.max_batch_tokens,
+                "max_seq_length": self.max_seq_length,
+                "pooling": self.pooling,
+                "normalize": self.normalize,
+            }
+            self._multi_device = MultiDeviceEncoder(
+                self.path, self.bulk_devices, settings=settings, engine=self._engine_config
+            )
+        return self._multi_device
+
+    def close(self) -> None:
+        """Stop the multi-device workers, if any were started (the model itself stays usable)."""
+        if self._multi_device is not None:
+            self._multi_device.close()
+            self._multi_device = None
 
     def encode_tokenized(
         self,
@@ -301,6 +373,13 @@ class BiEncoder:
             mask[row, : len(seq)] = 1
         input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
         attention_mask = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        result: np.ndarray = self._forward_tensors(input_ids, attention_mask).cpu().numpy()
+        return result
+
+    def _forward_tensors(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Pooled (and normalized) float32 vectors, left on the model's device."""
         features: dict[str, torch.Tensor] = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -311,5 +390,4 @@ class BiEncoder:
         pooled = pool(states, attention_mask, self.pooling).float()
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        result: np.ndarray = pooled.cpu().numpy()
-        return result
+        return pooled
