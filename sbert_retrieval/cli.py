@@ -408,8 +408,25 @@ def _add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
             default=None,
             help="keep candidates scoring <= (1 - margin) x the lowest positive",
         )
+        mining.add_argument(
+            "--cache-dir",
+            default=None,
+            help="reuse the miner's corpus vectors (default: ~/.cache/sbert_retrieval/embeddings)",
+        )
+        mining.add_argument(
+            "--no-cache", action="store_true", help="always encode the corpus to mine"
+        )
         sub.add_argument("--progress", action="store_true", help="progress bar and step logs")
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    """Where corpus vectors are cached (``--cache-dir``), or None with ``--no-cache``."""
+    if args.no_cache:
+        return None
+    from sbert_retrieval.models import cache_dir as default_cache_dir
+
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir() / "embeddings"
 
 
 def _encoder(args: argparse.Namespace, model: str | None) -> Any:
@@ -544,11 +561,7 @@ def _cmd_eval_beir(args: argparse.Namespace) -> dict[str, Any]:
     dataset = load_beir_dataset(args.dataset, split=args.split)
     encoder = _encoder(args, args.model)
     query_prefix, passage_prefix = _prefixes(args, encoder)
-    cache_dir = None
-    if not args.no_cache:
-        from sbert_retrieval.models import cache_dir as default_cache_dir
-
-        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir() / "embeddings"
+    cache_dir = _cache_dir(args)
     factory = None
     if args.backend == "qdrant":
         config = _store_config(args)
@@ -662,6 +675,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         skip_top=args.mine_skip,
         sampling=args.mine_sampling,
         relative_margin=args.mine_margin,
+        cache_dir=_cache_dir(args),
     )
     run = train_bi_encoder if args.train_kind == "bi-encoder" else train_cross_encoder
     return run(

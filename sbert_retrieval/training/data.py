@@ -502,6 +502,7 @@ def mine_hard_negatives(
     passage_prefix: str = "",
     query_batch_size: int = 512,
     show_progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, list[str]]:
     """Hard negatives: documents the bi-encoder ranks high for a query that are not positives.
 
@@ -525,6 +526,8 @@ def mine_hard_negatives(
         query_prefix / passage_prefix: Prefixes for asymmetric encoders.
         query_batch_size: Queries searched at once (bounds the score matrix in memory).
         show_progress: Show progress bars while encoding.
+        cache_dir: An :class:`~sbert_retrieval.encoding.cache.EmbeddingCache` directory for
+            the corpus vectors (default: none; encode every time).
 
     Returns:
         Query id → negative document ids, best ranked first; every query of ``data`` is a key.
@@ -554,7 +557,14 @@ def mine_hard_negatives(
     doc_ids = list(data.corpus)
     texts = [data.corpus[d] for d in doc_ids]
     row_of = {d: i for i, d in enumerate(doc_ids)}
-    vectors = encoder.encode(texts, prefix=passage_prefix, show_progress=show_progress)
+    if cache_dir is not None:
+        from sbert_retrieval.encoding.cache import EmbeddingCache
+
+        vectors, _ = EmbeddingCache(cache_dir).encode(
+            encoder, texts, prefix=passage_prefix, show_progress=show_progress
+        )
+    else:
+        vectors = encoder.encode(texts, prefix=passage_prefix, show_progress=show_progress)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = vectors / np.where(norms == 0, 1, norms)
     query_ids = list(data.queries)

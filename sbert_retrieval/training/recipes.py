@@ -97,6 +97,8 @@ class MiningConfig:
         relative_margin: Keep candidates scoring at most ``(1 − m) ×`` the lowest positive.
         device: Where the miner runs (default: as training).
         batch_size: Texts per forward pass (default 128).
+        cache_dir: Reuse the miner's corpus vectors from this embedding cache (the one
+            ``eval beir`` fills), so mining the same corpus twice encodes it once.
     """
 
     model: str = DEFAULT_MODEL
@@ -107,6 +109,7 @@ class MiningConfig:
     relative_margin: float | None = None
     device: str | None = None
     batch_size: int = 128
+    cache_dir: str | os.PathLike[str] | None = None
 
 
 def _check_datasets(datasets: Sequence[str], loss: str, table: dict[str, tuple[str, ...]]) -> None:
@@ -160,6 +163,7 @@ class _Miner:
             seed=self.seed,
             query_prefix=prompts.get("query", ""),
             passage_prefix=prompts.get("passage", prompts.get("document", "")),
+            cache_dir=self.config.cache_dir,
         )
         self.mined += sum(len(v) for v in found.values())
         return found

@@ -176,6 +176,30 @@ def test_mined_negatives_are_the_top_non_positives(tiny_encoder, toy_retrieval) 
     assert all(len(margined[q]) <= 3 for q in data.queries)
 
 
+def test_mining_reuses_cached_corpus_vectors(tiny_model_dir, toy_retrieval, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sbert_retrieval.encoding import BiEncoder
+
+    encoder = BiEncoder(tiny_model_dir, device="cpu")
+    uncached = mine_hard_negatives(encoder, toy_retrieval, num_negatives=3, top_k=5)
+    first = mine_hard_negatives(
+        encoder, toy_retrieval, num_negatives=3, top_k=5, cache_dir=tmp_path
+    )
+    assert first == uncached and len(list(tmp_path.glob("*.npy"))) == 1
+    encoded: list[int] = []
+    original = encoder.encode_tokenized
+
+    def counting(tokenized, **kwargs):  # type: ignore[no-untyped-def]
+        encoded.append(len(tokenized))
+        return original(tokenized, **kwargs)
+
+    encoder.encode_tokenized = counting  # type: ignore[method-assign]
+    second = mine_hard_negatives(
+        encoder, toy_retrieval, num_negatives=3, top_k=5, cache_dir=tmp_path
+    )
+    assert second == first
+    assert len(toy_retrieval.corpus) not in encoded  # the corpus came from the cache
+
+
 def test_mined_negatives_make_bce_and_triplet_data(tiny_encoder, toy_retrieval) -> None:  # type: ignore[no-untyped-def]
     data = toy_retrieval.subset(["q1", "q2"])
     mined = mine_hard_negatives(tiny_encoder, data, num_negatives=2, top_k=4)
