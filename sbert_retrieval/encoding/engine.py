@@ -31,10 +31,12 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer
 
 if TYPE_CHECKING:
     from sbert_retrieval.encoding.bi_encoder import BiEncoder
@@ -138,19 +140,8 @@ class _Inflight:
 _local = threading.local()
 
 
-def _make_backend(tokenizer_json: str, max_length: int, direction: str) -> Any:
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer_json)
-    # tokenizer.json files often carry their own truncation and padding (all-MiniLM-L6-v2's:
-    # 128 tokens, padded); the encoder's max_seq_length wins, and padding happens in collation.
-    backend.no_padding()
-    backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=direction)
-    return backend
-
-
 def _init_worker(tokenizer_json: str, max_length: int, direction: str) -> None:
-    _local.backend = _make_backend(tokenizer_json, max_length, direction)
+    _local.backend = rust_tokenizer(tokenizer_json, max_length, direction)
     _local.key = (tokenizer_json, max_length, direction)
 
 
@@ -171,14 +162,6 @@ def _tokenize_chunk(
     # Truncation keeps what it cut as overflow: a non-empty overflow means the text was cut.
     truncated = sum(1 for e in encodings if e.overflowing)
     return _TokenizedChunk(flat, lengths, truncated)
-
-
-def _pad(flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
-    """Scatter each text's ids into the rows of ``out`` (already filled with the pad id)."""
-    total = int(lengths.sum())
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[rows, cols] = flat[np.repeat(offsets, lengths) + cols]
 
 
 class _Stop(Exception):
@@ -337,7 +320,7 @@ class EncodingEngine:
             ids = torch.empty((len(rows), width), dtype=torch.int32, pin_memory=self._cuda)
             view = ids.numpy()
             view.fill(pad_id)
-            _pad(tokenized.flat_ids, offsets[rows], lengths[rows], view)
+            pad_into(tokenized.flat_ids, offsets[rows], lengths[rows], view)
             batch_lengths = torch.from_numpy(lengths[rows].copy())
             if self._cuda:
                 batch_lengths = batch_lengths.pin_memory()
