@@ -330,6 +330,12 @@ def _add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
             help="data root with scifact/, stsb/, train/ (default ../shared/data)",
         )
         sub.add_argument("--loss", choices=losses, default=losses[0], help=f"default {losses[0]}")
+        if kind == "cross-encoder":
+            sub.add_argument(
+                "--both-orders",
+                action="store_true",
+                help="also train on (b, a) for each (a, b) of the symmetric sets (stsb, msrp)",
+            )
         sub.add_argument("--output", required=True, metavar="DIR", help="where the model goes")
         sub.add_argument("--epochs", type=_positive, default=1, help="default 1")
         sub.add_argument("--batch-size", type=_positive, default=32, help="default 32")
@@ -677,18 +683,19 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         relative_margin=args.mine_margin,
         cache_dir=_cache_dir(args),
     )
-    run = train_bi_encoder if args.train_kind == "bi-encoder" else train_cross_encoder
-    return run(
-        args.model or DEFAULT_MODEL,
-        args.data,
-        config,
-        loss=args.loss,
-        data_dir=args.data_dir,
-        dev=args.dev,
-        max_examples=args.max_examples,
-        max_dev_examples=args.max_dev_examples,
-        mining=mining,
-        resume_from=args.resume_from,
+    common: dict[str, Any] = {
+        "loss": args.loss,
+        "data_dir": args.data_dir,
+        "dev": args.dev,
+        "max_examples": args.max_examples,
+        "max_dev_examples": args.max_dev_examples,
+        "mining": mining,
+        "resume_from": args.resume_from,
+    }
+    if args.train_kind == "bi-encoder":
+        return train_bi_encoder(args.model or DEFAULT_MODEL, args.data, config, **common)
+    return train_cross_encoder(
+        args.model or DEFAULT_MODEL, args.data, config, both_orders=args.both_orders, **common
     )
 
 

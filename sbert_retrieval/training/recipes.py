@@ -82,6 +82,7 @@ CROSS_ENCODER_DATA: dict[str, tuple[str, ...]] = {
     "mse": ("scifact", "squad", "wikiqa", "trecqa", "msrp", "stsb"),
 }
 _RETRIEVAL = ("scifact", "squad")
+_SYMMETRIC = ("stsb", "msrp")
 
 
 @dataclass(frozen=True)
@@ -270,12 +271,16 @@ def cross_encoder_examples(
     seed: int = 0,
     mining: MiningConfig | None = None,
     device: str | None = None,
+    both_orders: bool = False,
 ) -> list[PairExample]:
     """The cross-encoder ``(query, passage, label)`` examples of ``datasets``.
 
     SciFact and SQuAD give each query's positives (label 1) followed by ``mining.num_negatives``
     mined hard negatives (label 0); they need mining. Arguments as for
     :func:`bi_encoder_examples`; ``max_examples`` caps queries for SciFact/SQuAD.
+    ``both_orders`` adds ``(b, a)`` after each ``(a, b)`` of the symmetric datasets (STSb,
+    MSRP): a cross-encoder sees its inputs in order, and similarity does not depend on it
+    (sentence-transformers' STSb cross-encoder example trains this way).
 
     Raises:
         ValueError: An unsuitable dataset, or SciFact/SQuAD without mining.
@@ -298,11 +303,12 @@ def cross_encoder_examples(
                 examples.extend(bce_examples(data, miner.negatives(data)))
                 continue
             pairs = [PairExample(p.a, p.b, float(p.label)) for p in _labelled(name, root)]
-            examples.extend(
-                p
-                for p in sample_examples(pairs, max_examples, seed=seed)
-                if isinstance(p, PairExample)
-            )
+            for pair in sample_examples(pairs, max_examples, seed=seed):
+                if not isinstance(pair, PairExample):
+                    continue
+                examples.append(pair)
+                if both_orders and name in _SYMMETRIC:
+                    examples.append(PairExample(pair.b, pair.a, pair.label))
     finally:
         miner.release()
     return examples
@@ -429,6 +435,7 @@ def train_cross_encoder(
     max_dev_examples: int | None = None,
     mining: MiningConfig | None = None,
     resume_from: str | None = None,
+    both_orders: bool = False,
 ) -> dict[str, Any]:
     """Load the data, train a cross-encoder, save it to ``config.output_dir``; return the report.
 
@@ -450,6 +457,7 @@ def train_cross_encoder(
         seed=config.seed,
         mining=mining,
         device=config.device,
+        both_orders=both_orders,
     )
     dev_name, evaluator = dev_evaluator(
         "cross-encoder", dev, datasets, data_dir, max_examples=max_dev_examples, seed=config.seed
@@ -472,6 +480,7 @@ def train_cross_encoder(
         loss=loss,
         dev_set=dev_name,
         initialized_from_bi_encoder=initialized,
+        both_orders=both_orders,
         positives=sum(1 for e in examples if e.label >= 1),
         negatives=sum(1 for e in examples if e.label == 0),
     )

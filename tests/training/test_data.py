@@ -219,3 +219,15 @@ def test_mining_settings_are_checked(tiny_encoder, toy_retrieval) -> None:  # ty
         mine_hard_negatives(tiny_encoder, toy_retrieval, sampling="best")
     with pytest.raises(ValueError, match="exceeds top_k"):
         mine_hard_negatives(tiny_encoder, toy_retrieval, num_negatives=4, top_k=5, skip_top=2)
+
+
+def test_both_orders_swaps_symmetric_pairs_only(shared_data: Path) -> None:
+    from sbert_retrieval.training.recipes import cross_encoder_examples
+
+    one = cross_encoder_examples(["stsb", "trecqa"], "mse", shared_data, max_examples=5)
+    both = cross_encoder_examples(
+        ["stsb", "trecqa"], "mse", shared_data, max_examples=5, both_orders=True
+    )
+    stsb, trecqa = one[:5], one[5:]
+    assert both[:10] == [x for p in stsb for x in (p, PairExample(p.b, p.a, p.label))]
+    assert both[10:] == trecqa  # a question and its answer are not interchangeable
