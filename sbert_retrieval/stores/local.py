@@ -148,6 +148,9 @@ class LocalStore(VectorStore, abc.ABC):
             self.spec = spec
             self.metric = metric
             self._init_vectors(self._params_for_new())
+            # Written on the first flush or close even if nothing is ever upserted, so a store
+            # created empty reopens with its spec instead of "holds no index yet".
+            self._dirty = self.path is not None
         else:
             self.spec = EmbeddingSpec.from_dict(manifest["spec"])
             check_spec(self.spec, spec, f"index {self.path}")

@@ -227,6 +227,14 @@ class StoreContract:
                 pid(i) for i in range(10, 60, 10)
             }
 
+    def test_an_empty_store_keeps_its_spec(self, open_store: OpenStore) -> None:
+        with open_store(SPEC) as store:
+            assert store.count() == 0
+        with open_store(None) as reopened:
+            assert reopened.spec == SPEC
+            assert reopened.count() == 0
+            assert reopened.search(unit_vectors(1)[0], 3) == [[]]
+
     def test_model_mismatch_is_refused(self, open_store: OpenStore) -> None:
         with open_store(SPEC) as store:
             store.upsert(make_records(unit_vectors(3)))
