@@ -191,6 +191,8 @@ def ingest_row(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = model_arguments(__doc__, batch_size=512)
+    parser.add_argument("--texts", type=int, default=50_000, help="texts per workload")
+    parser.add_argument("--st-batch-sizes", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--max-batch-tokens", type=int, default=None)
     parser.add_argument("--tokenizer-workers", type=int, default=0, help="0: auto")
     parser.add_argument("--worker-type", default="thread", choices=["thread", "process"])
