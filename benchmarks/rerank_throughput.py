@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, machine, model_arguments
 
 
-def top20_pairs(queries: int, depth: int) -> list[list[tuple[str, str]]]:
+def top20_pairs(
+    queries: int, depth: int, retriever: str, device: str
+) -> list[list[tuple[str, str]]]:
     """For each of the first ``queries`` SciFact train claims, its dense top-``depth`` pairs."""
     from sbert_retrieval.encoding import BiEncoder
     from sbert_retrieval.encoding.cache import EmbeddingCache
@@ -36,7 +38,7 @@ def top20_pairs(queries: int, depth: int) -> list[list[tuple[str, str]]]:
 
     dataset = load_scifact(SHARED_DATA, split="train")
     texts = list(dataset.corpus.values())
-    encoder = BiEncoder(device="cpu")
+    encoder = BiEncoder(retriever, device=device)
     # The same cache `eval beir` and hard-negative mining fill: the corpus is encoded once.
     corpus, _ = EmbeddingCache(cache_dir() / "embeddings").encode(encoder, texts)
     claims = list(dataset.queries.values())[:queries]
@@ -53,6 +55,11 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=20, help="passages reranked per query")
     parser.add_argument("--throughput-pairs", type=int, default=0, help="0: skip")
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument(
+        "--retriever",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="bi-encoder that picks each claim's top passages",
+    )
     args = parser.parse_args()
 
     import torch
@@ -77,7 +84,7 @@ def main() -> None:
     wanted = max(args.queries, 1)
     if args.throughput_pairs:
         wanted = max(wanted, -(-args.throughput_pairs // args.depth))
-    groups = top20_pairs(wanted, args.depth)
+    groups = top20_pairs(wanted, args.depth, args.retriever, args.device)
     result: dict[str, Any] = {"machine": machine(), "settings": vars(args)}
 
     def sync() -> None:
