@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .gpu/ (git-ignored via .git/info/exclude): everything a device-machine session needs
+# Build .gpu/ (git-ignored): everything a device-machine session needs
 # that the working tree does not carry. Run here, once per session, before run(carry=[".gpu"]).
 #
 #   .gpu/minilm/        all-MiniLM-L6-v2 in fp16 safetensors (~44 MiB; the carry limit is 64)
@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 rm -rf .gpu && mkdir -p .gpu/data/train .gpu/pkgs
 cp -r ../shared/data/scifact ../shared/data/stsb .gpu/data/
 cp -r ../shared/data/train/squad_v1.1 ../shared/data/train/wikiqa ../shared/data/train/trecqa \
