@@ -231,7 +231,8 @@ class BiEncoder:
 
         Thread safety: safe; concurrent calls interleave batch by batch.
         """
-        if self._use_engine and not show_progress:
+        # A query or two gains nothing from the engine's threads, only their start-up cost.
+        if self._use_engine and not show_progress and len(texts) > (batch_size or self.batch_size):
             if len(self.bulk_devices) > 1 and len(texts) > self._engine_config.chunk_size:
                 return self.multi_device.encode(texts, prefix=prefix)
             vectors, _ = self.engine.encode(texts, prefix=prefix, batch_size=batch_size)

@@ -120,7 +120,7 @@ def test_one_text_that_does_not_fit_raises_from_the_engine(tiny_model_dir: Path)
     encoder = BiEncoder(tiny_model_dir, device="cpu", engine=True)
     encoder.model = OutOfMemoryAbove(encoder.model, limit=0)
     with pytest.raises(torch.OutOfMemoryError):
-        encoder.encode(["anything"])
+        encoder.engine.encode(["anything"])
 
 
 def test_encoder_uses_the_engine_as_asked(tiny_model_dir: Path, plain: BiEncoder) -> None:
@@ -129,7 +129,18 @@ def test_encoder_uses_the_engine_as_asked(tiny_model_dir: Path, plain: BiEncoder
         tiny_model_dir, device="cpu", batch_size=8, engine=EngineConfig(chunk_size=3)
     )
     assert engined._use_engine and engined.engine.config.chunk_size == 3
+    engine_calls: list[int] = []
+    original = engined.engine.encode
+
+    def counting(texts, **kwargs):  # type: ignore[no-untyped-def]
+        engine_calls.append(len(texts))
+        return original(texts, **kwargs)
+
+    engined.engine.encode = counting  # type: ignore[method-assign]
+    engined.encode(TEXTS[:8])  # no more than one batch: the plain loop, no threads to start
+    assert engine_calls == []
     np.testing.assert_allclose(engined.encode(TEXTS), plain.encode(TEXTS), atol=1e-6)
+    assert engine_calls == [len(TEXTS)]
     streamed = np.concatenate([c.vectors for c in engined.encode_stream(iter(TEXTS))])
     np.testing.assert_allclose(streamed, plain.encode(TEXTS), atol=1e-6)
 
