@@ -165,7 +165,11 @@ def test_store_files_before_the_first_manifest_mean_an_empty_store(tmp_path: Pat
     (tmp_path / "index-1.bin").write_bytes(b"partial")
     with HnswStore(tmp_path, SPEC) as store:
         assert store.count() == 0
-    assert not (tmp_path / "index-1.bin").exists()
+    # Closing commits the empty store as generation 1: the partial file is replaced by a
+    # complete one that the manifest names, and the store reopens empty with its spec.
+    assert (tmp_path / "index-1.bin").read_bytes() != b"partial"
+    with HnswStore(tmp_path) as reopened:
+        assert reopened.count() == 0 and reopened.spec == SPEC
 
 
 def test_uncreatable_directory_is_a_clear_error(tmp_path: Path) -> None:
