@@ -370,6 +370,12 @@ def _add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         )
         sub.add_argument("--max-steps", type=_positive, default=None, help="stop after N steps")
         sub.add_argument(
+            "--keep-best",
+            action="store_true",
+            help="save the weights of the best dev evaluation, not the last step's (evaluate"
+            " with --eval-steps)",
+        )
+        sub.add_argument(
             "--resume-from",
             default=None,
             metavar="CHECKPOINT",
@@ -673,6 +679,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         max_steps=args.max_steps,
         save_dtype=args.save_dtype,
         show_progress=args.progress,
+        keep_best=args.keep_best,
     )
     mining = MiningConfig(
         model=args.miner or DEFAULT_MODEL,

@@ -118,6 +118,10 @@ class TrainingConfig:
         save_dtype: Dtype of the final model's weights: ``float32``, ``float16``,
             ``bfloat16``. Checkpoints are always float32 so resuming is exact.
         show_progress: A tqdm bar over the steps.
+        keep_best: Save the weights of the evaluation with the best dev score (the
+            evaluator's ``main_metric``, higher is better) instead of the last step's; needs an
+            evaluator, so evaluate every ``eval_steps``. The best weights wait in
+            ``output_dir/best`` (float32) until the end, so a resumed run keeps them too.
     """
 
     output_dir: str | os.PathLike[str]
@@ -138,6 +142,7 @@ class TrainingConfig:
     log_steps: int = 50
     save_dtype: str = "float32"
     show_progress: bool = False
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         """Reject impossible settings with a message that says what is valid."""
@@ -198,13 +203,15 @@ class TrainingResult:
         examples: Training examples.
         seconds: Wall time of this call (not counting the run before a resume).
         main_metric: The evaluator's headline metric name, ``None`` without an evaluator.
-        main_score: Its final value.
-        metrics: The final evaluation's metrics.
+        main_score: Its value for the saved weights.
+        metrics: The evaluation of the saved weights (the last one; with ``keep_best``, the best).
         history: Every evaluation: ``{"step": N, "metrics": {...}}``.
         final_loss: Mean training loss over the last ``log_steps`` steps (or fewer).
         resumed_from: The checkpoint this run continued, if any.
         device: Where it ran.
         precision: ``float32``, ``float16`` or ``bfloat16``.
+        selected_step: The step whose weights were saved (``steps`` unless ``keep_best`` chose
+            an earlier evaluation).
     """
 
     output_dir: str
@@ -221,6 +228,7 @@ class TrainingResult:
     resumed_from: str | None = None
     device: str = "cpu"
     precision: str = "float32"
+    selected_step: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The CLI's JSON report. Thread safety: immutable."""
@@ -238,6 +246,7 @@ class TrainingResult:
             "resumed_from": self.resumed_from,
             "device": self.device,
             "precision": self.precision,
+            "selected_step": self.selected_step if self.selected_step is not None else self.steps,
             "history": [dict(h) for h in self.history],
         }
 
@@ -345,6 +354,12 @@ class _Trainer(Generic[M]):
         self.autocast_dtype = _resolve_precision(config.precision, self.device)
         self.history: list[dict[str, Any]] = []
         self._no_duplicates = False
+        self._best: tuple[int, float, dict[str, float]] | None = None
+        if config.keep_best and not self.main_metric:
+            raise ValueError(
+                "keep_best needs an evaluator with a main_metric to compare evaluations by"
+                " (e.g. StsEvaluator, RerankingEvaluator); pass evaluator=... or keep_best=False"
+            )
 
     # -- subclass hooks ---------------------------------------------------------------------
     @property
@@ -612,6 +627,7 @@ class _Trainer(Generic[M]):
             self.history = [dict(h) for h in state.get("history", [])]
             start = int(state["step"])
             logger.info("resumed from %s at step %d of %d", resumed, start, total)
+        self._best = self._restore_best(start) if config.keep_best else None
 
         log_file = root / "training_log.jsonl"
         # Train mode only while stepping: afterwards the encoder/reranker is used for inference.
@@ -674,7 +690,14 @@ class _Trainer(Generic[M]):
             self.module.eval()
             self.loss_module.eval()
         metrics = self._record_evaluation(total, log_file, on_evaluate)
+        selected = total
+        if self._best is not None and self._best[0] != total:
+            selected, _, metrics = self._best
+            self._load_weights(self._best_dir(selected))
+            logger.info("keeping the weights of step %d (best %s)", selected, self.main_metric)
         self.save(root, dtype=config.save_dtype)
+        for stale in root.glob("best-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         main = self.main_metric
         result = TrainingResult(
             output_dir=str(root),
@@ -691,6 +714,7 @@ class _Trainer(Generic[M]):
             resumed_from=str(resumed) if resumed is not None else None,
             device=str(self.device),
             precision=str(self.autocast_dtype or torch.float32).removeprefix("torch."),
+            selected_step=selected,
         )
         (root / "training_report.json").write_text(
             json.dumps(result.to_dict(), indent=1), encoding="utf-8"
@@ -710,9 +734,67 @@ class _Trainer(Generic[M]):
         logger.info("step %d: %s", step, metrics)
         with log_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, "eval": metrics}) + "\n")
+        if self.config.keep_best:
+            self._consider_best(step, metrics)
         if on_evaluate is not None:
             on_evaluate(step, metrics)
         return metrics
+
+    # -- keep_best ------------------------------------------------------------------------
+    def _best_dir(self, step: int) -> Path:
+        return self.config.output_path / f"best-{step}"
+
+    def _consider_best(self, step: int, metrics: Mapping[str, float]) -> None:
+        name = self.main_metric
+        if name is None or name not in metrics:
+            raise ValueError(
+                f"keep_best compares {name!r}, but the evaluator returned {sorted(metrics)}"
+            )
+        score = metrics[name]
+        if self._best is not None and not score > self._best[1]:
+            return
+        root = self.config.output_path
+        tmp = root / f".best-{step}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.save(tmp, dtype="float32")
+        record = {"step": step, "score": score, "metrics": dict(metrics)}
+        (tmp / "best.json").write_text(json.dumps(record), encoding="utf-8")
+        target = self._best_dir(step)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+        # The new best is complete on disk before the old one goes, so a crash keeps one.
+        for old in root.glob("best-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+        self._best = (step, score, dict(metrics))
+
+    def _restore_best(self, start: int) -> tuple[int, float, dict[str, float]] | None:
+        """The best evaluation saved at or before ``start`` (a fresh run, ``start`` 0, has none).
+
+        Bests saved after the resumed checkpoint are dropped: the resumed run evaluates those
+        steps again.
+        """
+        found: list[tuple[float, int, dict[str, float]]] = []
+        for folder in self.config.output_path.glob("best-*"):
+            try:
+                record = json.loads((folder / "best.json").read_text(encoding="utf-8"))
+                step, score = int(record["step"]), float(record["score"])
+                metrics = {str(k): float(v) for k, v in record["metrics"].items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                step = -1
+            if 0 < step <= start and folder == self._best_dir(step):
+                found.append((score, step, metrics))
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+        if not found:
+            return None
+        score, step, metrics = max(found)
+        for _, other_step, _ in found:
+            if other_step != step:
+                shutil.rmtree(self._best_dir(other_step), ignore_errors=True)
+        return step, score, metrics
 
     def _resolve_checkpoint(self, resume_from: str | os.PathLike[str]) -> Path:
         if str(resume_from) == "latest":

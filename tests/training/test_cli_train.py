@@ -107,9 +107,16 @@ def test_train_cross_encoder_smoke_from_a_bi_encoder(
         "5",
         "--max-seq-length",
         "96",
+        "--eval-steps",
+        "1",
+        "--keep-best",
         "--json",
     )
     assert report["initialized_from_bi_encoder"] is True
+    # --keep-best: the saved model is the evaluation with the highest dev score.
+    scores = {h["step"]: h["metrics"]["map@100"] for h in report["history"]}
+    assert sorted(scores) == [1, 2]
+    assert report["dev_score"] == max(scores.values()) == scores[report["selected_step"]]
     assert (report["steps"], report["dev_set"], report["dev_metric"]) == (
         2,
         "trecqa-dev",

@@ -314,3 +314,70 @@ def test_precision_resolution() -> None:
     assert _resolve_precision("float32", cuda) is None
     with pytest.raises(ValueError, match="CUDA only"):
         _resolve_precision("bfloat16", cpu)
+
+
+class ScriptedEvaluator:
+    """Dev scores in a fixed order, so which evaluation is best is known in advance."""
+
+    main_metric = "spearman"
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = list(scores)
+        self.calls = 0
+
+    def __call__(self, model: object) -> dict[str, float]:
+        self.calls += 1
+        return {"spearman": self.scores[self.calls - 1], "pearson": 0.0}
+
+
+def test_keep_best_saves_the_best_evaluation_and_survives_a_resume(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = [PairExample(p.a, p.b, (i % 5) / 4) for i, p in enumerate(PAIRS)]  # 4 steps
+    scores = [0.1, 0.9, 0.2, 0.3]  # evaluations at steps 1..4: step 2 is the best
+
+    def trainer(name: str, evaluator: ScriptedEvaluator, **overrides: object) -> BiEncoderTrainer:
+        settings = {"eval_steps": 1, "save_steps": 1, "keep_best": True, **overrides}
+        cfg = config(tmp_path, name, **settings)
+        return BiEncoderTrainer(tiny_model_dir, data, cfg, loss="cosine", evaluator=evaluator)
+
+    whole = trainer("whole", ScriptedEvaluator(scores))
+    result = whole.train()
+    assert (result.selected_step, result.steps) == (2, 4)
+    assert result.main_score == result.metrics["spearman"] == 0.9
+    assert [h["metrics"]["spearman"] for h in result.history] == scores
+    assert result.to_dict()["selected_step"] == 2
+    step_2 = BiEncoder(tmp_path / "whole" / "checkpoint-2", device="cpu").encode(TEXTS)
+    step_3 = BiEncoder(tmp_path / "whole" / "checkpoint-3", device="cpu").encode(TEXTS)
+    saved = BiEncoder(tmp_path / "whole", device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(saved, step_2, atol=1e-6, rtol=0)
+    assert not np.allclose(saved, step_3, atol=1e-4)
+    assert not list((tmp_path / "whole").glob("best-*"))  # the waiting copy is cleaned up
+
+    # Stopped after step 3 (the best, step 2, is on disk), resumed from checkpoint 3.
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_3(step: int, loss: float) -> None:
+        if step == 4:
+            raise Interrupted
+
+    broken = trainer("broken", ScriptedEvaluator(scores))
+    with pytest.raises(Interrupted):
+        broken.train(on_step=stop_after_3)
+    assert [p.name for p in (tmp_path / "broken").glob("best-*")] == ["best-2"]
+    resumed = trainer("broken", ScriptedEvaluator(scores[3:]))
+    again = resumed.train(resume_from=tmp_path / "broken" / "checkpoint-3")
+    assert (again.selected_step, again.main_score) == (2, 0.9)
+    np.testing.assert_allclose(
+        BiEncoder(tmp_path / "broken", device="cpu").encode(TEXTS), step_2, atol=1e-6, rtol=0
+    )
+
+    # Without keep_best the last step's weights are saved, as before.
+    last = trainer("last", ScriptedEvaluator(scores), keep_best=False).train()
+    assert last.selected_step == 4 and last.main_score == 0.3
+
+
+def test_keep_best_needs_an_evaluator(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_best needs an evaluator"):
+        BiEncoderTrainer(tiny_model_dir, PAIRS, config(tmp_path, "x", keep_best=True))
