@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -698,6 +699,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "max_dev_examples": args.max_dev_examples,
         "mining": mining,
         "resume_from": args.resume_from,
+        "command": getattr(args, "command_line", None),
     }
     if args.train_kind == "bi-encoder":
         return train_bi_encoder(args.model or DEFAULT_MODEL, args.data, config, **common)
@@ -730,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The exact invocation, for what records how it was made (a trained model's card).
+    args.command_line = shlex.join(["sbert-retrieval", *(sys.argv[1:] if argv is None else argv)])
     _quiet_transformers()
     from sbert_retrieval.errors import SbertRetrievalError
 

@@ -10,8 +10,11 @@
 #   negatives mined by all-MiniLM-L6-v2 from the same corpus (top MINE_TOP_K, never a positive),
 #   plus WikiQA and TrecQA train with their labelled candidates. fp16 autocast + gradient scaler;
 #   final weights saved in fp16. Dev: WikiQA dev (MAP). Never reads a test split.
-# sts: the STSb cross-encoder (acceptance 3): same initialisation, MSE between sigmoid(logit)
-#   and score/5 on STSb train; dev: STSb dev.
+# sts: the STSb cross-encoder (acceptance 3), sentence-transformers' recipe: same initialisation,
+#   binary cross-entropy on score/5 (STS_LOSS=mse: MSE of sigmoid(logit)) over both orders of
+#   each STSb train pair, 4 epochs of 719 steps; STSb dev after each epoch, the best one is kept.
+# Every trained model gets a model card (README.md: data, settings, dev metrics, the command);
+# eval appends the test scores to it.
 # eval: acceptance 1 (dense all-MiniLM-L6-v2 top-100 on SciFact test, reranked) and acceptance 3
 #   (STSb test Spearman of the STS cross-encoder).
 #
@@ -87,9 +90,9 @@ fi
 if [ "$stage" = sts ] || [ "$stage" = all ]; then
   # shellcheck disable=SC2086
   cli train cross-encoder \
-    --model "$BASE_MODEL" --data stsb --data-dir "$DATA_DIR" --loss mse \
-    --epochs "${STS_EPOCHS:-4}" --batch-size "${STS_BATCH:-16}" --lr "${LR:-2e-5}" \
-    --max-seq-length 128 --seed "$SEED" \
+    --model "$BASE_MODEL" --data stsb --data-dir "$DATA_DIR" --loss "${STS_LOSS:-bce}" --both-orders \
+    --epochs "${STS_EPOCHS:-4}" --batch-size "${STS_BATCH:-16}" --lr "${LR:-2e-5}" --warmup-ratio 0.1 \
+    --max-seq-length 128 --seed "$SEED" --eval-steps "${STS_EVAL_STEPS:-719}" --keep-best \
     --device "$DEVICE" --dtype "$DTYPE" --save-dtype "$SAVE_DTYPE" \
     --output "$STS_OUT" --progress --json $EXTRA_ARGS
 fi
@@ -98,8 +101,18 @@ if [ "$stage" = eval ] || [ "$stage" = all ]; then
   # Each model is scored only if it has been trained (so `relevance` then `eval` works alone).
   if [ -f "$RELEVANCE_OUT/model.safetensors" ] || [ -n "${DRY_RUN:-}" ]; then
     # Acceptance 1: nDCG@10 >= 0.70 (dense alone 0.645).
+    report=$(mktemp)
     cli eval beir "$DATA_DIR/scifact" --model "$BASE_MODEL" --device "$DEVICE" --no-cache \
-      --rerank "$RELEVANCE_OUT" --rerank-depth 100 --json
+      --rerank "$RELEVANCE_OUT" --rerank-depth 100 --json | tee "$report"
+    if [ -z "${DRY_RUN:-}" ]; then
+      "$PY" - "$report" "$RELEVANCE_OUT" <<'EOF'
+import json, sys
+from sbert_retrieval.training import append_evaluation
+report = json.load(open(sys.argv[1]))
+metrics = {k: report[k] for k in ("ndcg@10", "mrr@10", "recall@100") if k in report}
+append_evaluation(sys.argv[2], "SciFact test, dense all-MiniLM-L6-v2 top-100 reranked", metrics)
+EOF
+    fi
   else
     echo "skip: no model in $RELEVANCE_OUT (run the relevance stage)" >&2
   fi
@@ -111,8 +124,10 @@ from sbert_retrieval.evaluation.data import load_sts_tsv
 from sbert_retrieval.reranking import CrossEncoderReranker
 from sbert_retrieval.training import StsEvaluator
 path, model, device = sys.argv[1:4]
+from sbert_retrieval.training import append_evaluation
 scores = StsEvaluator(load_sts_tsv(path))(CrossEncoderReranker(model, device=device))
 print(json.dumps({"model": model, "stsb_test": scores}))
+append_evaluation(model, "STSb test", scores)
 EOF
   else
     echo "skip: no model in $STS_OUT (run the sts stage)" >&2

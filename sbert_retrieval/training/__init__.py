@@ -55,6 +55,7 @@ from sbert_retrieval.training.losses import (
     make_bi_encoder_loss,
     make_cross_encoder_loss,
 )
+from sbert_retrieval.training.model_card import append_evaluation, write_model_card
 from sbert_retrieval.training.saving import (
     init_cross_encoder_from_bi_encoder,
     save_bi_encoder,
@@ -93,6 +94,7 @@ __all__ = [
     "TrainingResult",
     "TripletExample",
     "TripletLoss",
+    "append_evaluation",
     "bce_examples",
     "group_pairs",
     "init_cross_encoder_from_bi_encoder",
@@ -113,4 +115,5 @@ __all__ = [
     "save_cross_encoder",
     "set_seed",
     "triplet_examples",
+    "write_model_card",
 ]

@@ -54,6 +54,7 @@ from sbert_retrieval.training.data import (
     triplet_examples,
 )
 from sbert_retrieval.training.evaluators import Evaluator, RerankingEvaluator, StsEvaluator
+from sbert_retrieval.training.model_card import write_model_card
 from sbert_retrieval.training.trainer import BiEncoderTrainer, CrossEncoderTrainer, TrainingConfig
 
 __all__ = [
@@ -383,11 +384,14 @@ def train_bi_encoder(
     max_dev_examples: int | None = None,
     mining: MiningConfig | None = None,
     resume_from: str | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Load the data, train a bi-encoder, save it to ``config.output_dir``; return the report.
 
     The report is :meth:`TrainingResult.to_dict` plus ``kind``, ``model``, ``data``, ``loss``,
-    ``dev_set``, and how many ``pairs`` and ``triplets`` were trained on.
+    ``dev_set``, and how many ``pairs`` and ``triplets`` were trained on. A model card
+    (``README.md``, :mod:`~sbert_retrieval.training.model_card`) is written next to the model;
+    ``command`` is the command line it shows under "Reproduce".
 
     Thread safety: one run per process at a time (seeds global RNGs).
     """
@@ -405,7 +409,7 @@ def train_bi_encoder(
     )
     trainer = BiEncoderTrainer(model, examples, config, loss=loss, evaluator=evaluator)
     result = trainer.train(resume_from=resume_from).to_dict()
-    return _run_report(
+    report = _run_report(
         result,
         kind="bi-encoder",
         model=str(model),
@@ -415,6 +419,8 @@ def train_bi_encoder(
         pairs=sum(1 for e in examples if isinstance(e, PairExample)),
         triplets=sum(1 for e in examples if not isinstance(e, PairExample)),
     )
+    write_model_card(config.output_dir, report, config.to_dict(), command=command)
+    return report
 
 
 def _is_cross_encoder(path: Path) -> bool:
@@ -436,6 +442,7 @@ def train_cross_encoder(
     mining: MiningConfig | None = None,
     resume_from: str | None = None,
     both_orders: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Load the data, train a cross-encoder, save it to ``config.output_dir``; return the report.
 
@@ -443,6 +450,7 @@ def train_cross_encoder(
     cross-encoder is first initialized from its transformer with
     :func:`~sbert_retrieval.training.saving.init_cross_encoder_from_bi_encoder` (head seeded by
     ``config.seed``) in a temporary folder; the report says so in ``initialized_from_bi_encoder``.
+    A model card (``README.md``) is written next to the model, showing ``command``.
 
     Thread safety: one run per process at a time (seeds global RNGs).
     """
@@ -472,7 +480,7 @@ def train_cross_encoder(
             )
         trainer = CrossEncoderTrainer(start, examples, config, loss=loss, evaluator=evaluator)
         result = trainer.train(resume_from=resume_from).to_dict()
-    return _run_report(
+    report = _run_report(
         result,
         kind="cross-encoder",
         model=str(model),
@@ -484,3 +492,5 @@ def train_cross_encoder(
         positives=sum(1 for e in examples if e.label >= 1),
         negatives=sum(1 for e in examples if e.label == 0),
     )
+    write_model_card(config.output_dir, report, config.to_dict(), command=command)
+    return report

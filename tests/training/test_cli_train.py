@@ -117,6 +117,10 @@ def test_train_cross_encoder_smoke_from_a_bi_encoder(
     scores = {h["step"]: h["metrics"]["map@100"] for h in report["history"]}
     assert sorted(scores) == [1, 2]
     assert report["dev_score"] == max(scores.values()) == scores[report["selected_step"]]
+    card = (out / "README.md").read_text()
+    assert "sbert-retrieval train cross-encoder --model" in card and "--keep-best" in card
+    assert "| dev_set | trecqa-dev |" in card and "`bce` loss on trecqa" in card
+    assert f"| dev_score | {report['dev_score']:.4f} |" in card
     assert (report["steps"], report["dev_set"], report["dev_metric"]) == (
         2,
         "trecqa-dev",
