@@ -202,9 +202,11 @@ def init_cross_encoder_from_bi_encoder(
     """A sequence-classification cross-encoder whose encoder is a bi-encoder's transformer.
 
     Every weight of the bi-encoder's transformer (embeddings, layers, BERT's pooler) is copied
-    exactly; the classification head is freshly initialized from ``seed`` (normal with the
-    config's ``initializer_range``; the global RNG is left untouched). This is how the
-    project's MiniLM cross-encoder starts from all-MiniLM-L6-v2.
+    exactly (a pooler the classifier never reads, as in MPNet or RoBERTa, is left out); any
+    architecture with a ``*ForSequenceClassification`` class works. The classification head is
+    freshly initialized from ``seed`` (normal with the config's ``initializer_range``; the
+    global RNG is left untouched). This is how the project's MiniLM cross-encoder starts from
+    all-MiniLM-L6-v2.
 
     Args:
         model_dir: The bi-encoder (hub id or directory; sentence-transformers layout or plain).
@@ -238,6 +240,9 @@ def init_cross_encoder_from_bi_encoder(
         config = AutoConfig.from_pretrained(str(source), num_labels=num_labels)
         model = AutoModelForSequenceClassification.from_config(config)  # type: ignore[no-untyped-call]
     missing, unexpected = model.base_model.load_state_dict(encoder.state_dict(), strict=False)
+    # MPNet's and RoBERTa's classifiers read the first token through their own head, without
+    # the encoder's pooler: those weights have nowhere to go and are not needed.
+    unexpected = [key for key in unexpected if not key.startswith("pooler.")]
     if missing or unexpected:
         raise ValueError(
             f"{source}: its transformer does not fit {type(model).__name__}: missing"

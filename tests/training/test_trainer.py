@@ -232,6 +232,40 @@ def test_init_cross_encoder_copies_the_encoder_exactly(
     assert config_json["sentence_transformers"]["activation_fn"].endswith("Sigmoid")
 
 
+def test_init_cross_encoder_from_an_mpnet_bi_encoder(tmp_path: Path) -> None:
+    # MPNet (all-mpnet-base-v2's architecture) classifies through its own head: the encoder's
+    # pooler has nowhere to go, every other weight is copied, and both rerankers agree.
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, MPNetConfig, MPNetModel
+
+    from tests.conftest import copy_minilm_tokenizer
+
+    source = tmp_path / "mpnet"
+    torch.manual_seed(0)
+    tiny = MPNetConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+    )
+    MPNetModel(tiny).save_pretrained(source)
+    copy_minilm_tokenizer(source)
+    out = init_cross_encoder_from_bi_encoder(source, tmp_path / "ce", seed=1)
+    model = AutoModelForSequenceClassification.from_pretrained(str(out))
+    assert model.config.architectures == ["MPNetForSequenceClassification"]
+    encoder = MPNetModel.from_pretrained(str(source)).state_dict()
+    copied = model.mpnet.state_dict()
+    assert set(encoder) - set(copied) == {"pooler.dense.weight", "pooler.dense.bias"}
+    assert all(torch.equal(copied[k], encoder[k]) for k in copied)
+    pairs = [("what do cats eat?", "Cats eat mice."), ("long", "word " * 300)]
+    ours = CrossEncoderReranker(out, device="cpu").predict(pairs)
+    np.testing.assert_allclose(
+        ours, CrossEncoder(str(out), device="cpu").predict(pairs), atol=1e-5, rtol=0
+    )
+
+
 @pytest.mark.parametrize("loss", ["bce", "mse"])
 def test_cross_encoder_trains_and_loads_in_both_rerankers(
     tiny_model_dir: Path, tmp_path: Path, loss: str
