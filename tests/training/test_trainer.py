@@ -238,18 +238,12 @@ def test_init_cross_encoder_from_an_mpnet_bi_encoder(tmp_path: Path) -> None:
     from sentence_transformers import CrossEncoder
     from transformers import AutoModelForSequenceClassification, MPNetConfig, MPNetModel
 
-    from tests.conftest import copy_minilm_tokenizer
+    from tests.conftest import copy_minilm_tokenizer, tiny_transformer_settings
 
     source = tmp_path / "mpnet"
     torch.manual_seed(0)
-    tiny = MPNetConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=130,
-    )
+    # MPNet offsets positions by the padding id + 1, so 130 positions hold 128 tokens.
+    tiny = MPNetConfig(**tiny_transformer_settings(max_position_embeddings=130))
     MPNetModel(tiny).save_pretrained(source)
     copy_minilm_tokenizer(source)
     out = init_cross_encoder_from_bi_encoder(source, tmp_path / "ce", seed=1)
