@@ -40,7 +40,6 @@ _RESULT_KEYS = (
     "dev_set",
     "dev_metric",
     "dev_score",
-    "dev",
     "history",
     "device",
     "precision",
@@ -51,7 +50,8 @@ _RESULT_KEYS = (
 
 def _value(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        # Metrics read best at 4 decimals; tiny settings (a 2e-05 learning rate) as written.
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     if isinstance(value, Mapping):

@@ -30,14 +30,16 @@ REPORT = {
 
 
 def test_card_has_data_settings_results_and_command(tmp_path: Path) -> None:
-    settings = TrainingConfig(tmp_path, epochs=4, batch_size=16, keep_best=True).to_dict()
-    path = write_model_card(tmp_path, REPORT, settings, command="sbert-retrieval train x")
+    settings = TrainingConfig(tmp_path, epochs=4, batch_size=16, lr=2e-5, keep_best=True)
+    settings_dict = settings.to_dict()
+    path = write_model_card(tmp_path, REPORT, settings_dict, command="sbert-retrieval train x")
     card = path.read_text()
     assert path.name == "README.md"
     assert card.startswith("# cross-encoder trained with sbert_retrieval")
     assert "`sentence-transformers/all-MiniLM-L6-v2`" in card and "`bce` loss on stsb" in card
     assert "```bash\nsbert-retrieval train x\n```" in card
-    for row in ("| both_orders | True |", "| epochs | 4 |", "| keep_best | True |"):
+    rows = ("| both_orders | True |", "| epochs | 4 |", "| keep_best | True |", "| lr | 2e-05 |")
+    for row in rows:
         assert row in card
     assert "| dev_score | 0.8765 |" in card and "| selected_step | 30 |" in card
     assert "| step | pearson | spearman |" in card and "| 40 | 0.8100 | 0.8612 |" in card
