@@ -20,6 +20,9 @@
 #
 # Settings (environment):
 #   BASE_MODEL  bi-encoder to start from and mine with (default sentence-transformers/all-MiniLM-L6-v2)
+#   STS_MODEL   bi-encoder the STSb cross-encoder starts from (default BASE_MODEL; e.g.
+#               sentence-transformers/all-mpnet-base-v2); STS_EPOCHS, STS_BATCH, STS_LOSS,
+#               STS_EVAL_STEPS (0: evaluate at the end only)
 #   DATA_DIR    data root with scifact/, stsb/, train/ (default ../shared/data)
 #   OUT_DIR     where the models go (default runs/reranker); RELEVANCE_OUT, STS_OUT override each
 #   DEVICE      cuda (default), cpu; DTYPE float16 (default on cuda), bfloat16, float32
@@ -90,7 +93,7 @@ fi
 if [ "$stage" = sts ] || [ "$stage" = all ]; then
   # shellcheck disable=SC2086
   cli train cross-encoder \
-    --model "$BASE_MODEL" --data stsb --data-dir "$DATA_DIR" --loss "${STS_LOSS:-bce}" --both-orders \
+    --model "${STS_MODEL:-$BASE_MODEL}" --data stsb --data-dir "$DATA_DIR" --loss "${STS_LOSS:-bce}" --both-orders \
     --epochs "${STS_EPOCHS:-4}" --batch-size "${STS_BATCH:-16}" --lr "${LR:-2e-5}" --warmup-ratio 0.1 \
     --max-seq-length 128 --seed "$SEED" --eval-steps "${STS_EVAL_STEPS:-719}" --keep-best \
     --device "$DEVICE" --dtype "$DTYPE" --save-dtype "$SAVE_DTYPE" \
