@@ -28,6 +28,7 @@ _DATA_KEYS = (
     "triplets",
     "positives",
     "negatives",
+    "soft_labels",
     "both_orders",
     "initialized_from_bi_encoder",
     "mining",

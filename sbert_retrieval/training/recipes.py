@@ -491,6 +491,7 @@ def train_cross_encoder(
         both_orders=both_orders,
         positives=sum(1 for e in examples if e.label >= 1),
         negatives=sum(1 for e in examples if e.label == 0),
+        soft_labels=sum(1 for e in examples if 0 < e.label < 1),
     )
     write_model_card(config.output_dir, report, config.to_dict(), command=command)
     return report

@@ -113,6 +113,9 @@ def test_train_cross_encoder_smoke_from_a_bi_encoder(
         "--json",
     )
     assert report["initialized_from_bi_encoder"] is True
+    # TrecQA labels are 0/1: every example is counted as a positive or a negative.
+    assert report["soft_labels"] == 0
+    assert report["positives"] + report["negatives"] == report["examples"] == 16
     # --keep-best: the saved model is the evaluation with the highest dev score.
     scores = {h["step"]: h["metrics"]["map@100"] for h in report["history"]}
     assert sorted(scores) == [1, 2]
