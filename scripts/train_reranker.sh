@@ -116,6 +116,7 @@ metrics = {k: report[k] for k in ("ndcg@10", "mrr@10", "recall@100") if k in rep
 append_evaluation(sys.argv[2], "SciFact test, dense all-MiniLM-L6-v2 top-100 reranked", metrics)
 EOF
     fi
+    rm -f "$report"
   else
     echo "skip: no model in $RELEVANCE_OUT (run the relevance stage)" >&2
   fi
@@ -125,9 +126,8 @@ EOF
 import json, sys
 from sbert_retrieval.evaluation.data import load_sts_tsv
 from sbert_retrieval.reranking import CrossEncoderReranker
-from sbert_retrieval.training import StsEvaluator
+from sbert_retrieval.training import StsEvaluator, append_evaluation
 path, model, device = sys.argv[1:4]
-from sbert_retrieval.training import append_evaluation
 scores = StsEvaluator(load_sts_tsv(path))(CrossEncoderReranker(model, device=device))
 print(json.dumps({"model": model, "stsb_test": scores}))
 append_evaluation(model, "STSb test", scores)

@@ -19,6 +19,7 @@ __all__ = ["CARD_NAME", "append_evaluation", "render_model_card", "write_model_c
 
 CARD_NAME = "README.md"
 _EVALUATION_HEADING = "## Evaluation (held-out test splits)"
+_SCORED_AFTER = "Test splits are scored after training, never during it"
 
 # Report keys shown under "Data" / "Results"; every other key is a setting.
 _DATA_KEYS = (
@@ -31,7 +32,6 @@ _DATA_KEYS = (
     "soft_labels",
     "both_orders",
     "initialized_from_bi_encoder",
-    "mining",
 )
 _RESULT_KEYS = (
     "steps",
@@ -124,7 +124,7 @@ def render_model_card(
         "# sentence-transformers: SentenceTransformer(PATH)"
     )
     lines += ["", "## Use", "", "```python", loader, "```", "", _EVALUATION_HEADING, ""]
-    lines.append("Test splits are scored after training, never during it; none yet.")
+    lines.append(f"{_SCORED_AFTER}; none yet.")
     return "\n".join(lines) + "\n"
 
 
@@ -160,10 +160,7 @@ def append_evaluation(
     """
     path = Path(directory) / CARD_NAME
     text = path.read_text(encoding="utf-8")
-    text = text.replace(
-        "Test splits are scored after training, never during it; none yet.\n",
-        "Test splits are scored after training, never during it.\n",
-    )
+    text = text.replace(f"{_SCORED_AFTER}; none yet.\n", f"{_SCORED_AFTER}.\n")
     scores = ", ".join(f"{key} {_value(float(value))}" for key, value in metrics.items())
     line = f"- **{name}**: {scores}"
     if command:

@@ -121,7 +121,7 @@ class TrainingConfig:
         keep_best: Save the weights of the evaluation with the best dev score (the
             evaluator's ``main_metric``, higher is better) instead of the last step's; needs an
             evaluator, so evaluate every ``eval_steps``. The best weights wait in
-            ``output_dir/best`` (float32) until the end, so a resumed run keeps them too.
+            ``output_dir/best-STEP`` (float32) until the end, so a resumed run keeps them too.
     """
 
     output_dir: str | os.PathLike[str]
@@ -515,32 +515,44 @@ class _Trainer(Generic[M]):
         scaler: torch.amp.GradScaler | None,
     ) -> Path:
         root = self.config.output_path
-        final = root / f"checkpoint-{step}"
-        tmp = root / f".checkpoint-{step}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        self.save(tmp, dtype="float32")
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "loss": self.loss_module.state_dict(),
-                "rng": _rng_state(),
-            },
-            tmp / "training_state.pt",
-        )
-        (tmp / "trainer_state.json").write_text(
-            json.dumps(self._state(step, total, fingerprint), indent=1), encoding="utf-8"
-        )
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+
+        def write_state(folder: Path) -> None:
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "loss": self.loss_module.state_dict(),
+                    "rng": _rng_state(),
+                },
+                folder / "training_state.pt",
+            )
+            (folder / "trainer_state.json").write_text(
+                json.dumps(self._state(step, total, fingerprint), indent=1), encoding="utf-8"
+            )
+
+        final = self._save_folder(f"checkpoint-{step}", write_state)
         limit = self.config.save_total_limit
         if limit is not None:
             found = sorted((s, p) for p in root.iterdir() if (s := _checkpoint_step(p)) is not None)
             for _, old in found[:-limit]:
                 shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _save_folder(self, name: str, write_extra: Callable[[Path], object]) -> Path:
+        """Save the float32 model plus ``write_extra``'s files as ``output_dir/name``.
+
+        Written under a temporary name and renamed, so ``name`` is never a half-written folder.
+        """
+        root = self.config.output_path
+        final, tmp = root / name, root / f".{name}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.save(tmp, dtype="float32")
+        write_extra(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
         return final
 
     def _check_resumable(self, state: Mapping[str, Any], total: int, fingerprint: str) -> None:
@@ -753,19 +765,13 @@ class _Trainer(Generic[M]):
         score = metrics[name]
         if self._best is not None and not score > self._best[1]:
             return
-        root = self.config.output_path
-        tmp = root / f".best-{step}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        self.save(tmp, dtype="float32")
         record = {"step": step, "score": score, "metrics": dict(metrics)}
-        (tmp / "best.json").write_text(json.dumps(record), encoding="utf-8")
-        target = self._best_dir(step)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        target = self._save_folder(
+            self._best_dir(step).name,
+            lambda folder: (folder / "best.json").write_text(json.dumps(record), encoding="utf-8"),
+        )
         # The new best is complete on disk before the old one goes, so a crash keeps one.
-        for old in root.glob("best-*"):
+        for old in self.config.output_path.glob("best-*"):
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
         self._best = (step, score, dict(metrics))
