@@ -12,6 +12,7 @@ on ``doc_id`` (for :meth:`VectorStore.ids_by_document`) and ``metadata`` (for fi
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -19,11 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from sbert_retrieval.errors import ModelMismatchError
+from sbert_retrieval.errors import ModelMismatchError, StoreError
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores.filters import FilterLike
 
-__all__ = ["Record", "ScoredRecord", "VectorStore", "check_spec", "validate_queries"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Record",
+    "ScoredRecord",
+    "ValidRecord",
+    "VectorStore",
+    "check_spec",
+    "validate_queries",
+    "validate_records",
+]
+
+#: The largest payload a store accepts, as UTF-8 JSON (8 MiB): far above any chunk, and a bound
+#: on what one bad record can make a backend hold in memory or send in one request.
+MAX_PAYLOAD_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,76 @@ def validate_queries(vectors: np.ndarray, dimension: int) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+@dataclass(frozen=True)
+class ValidRecord:
+    """A record that passed :func:`validate_records`.
+
+    Attributes:
+        id: The point id.
+        vector: ``(dimension,)`` float32, finite.
+        payload: A plain ``dict`` copy of the record's payload.
+        payload_json: The payload as compact UTF-8 JSON: what a store writes.
+    """
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+    payload_json: bytes
+
+
+def _describe_record(record: Record) -> str:
+    doc_id = record.payload.get("doc_id") if isinstance(record.payload, Mapping) else None
+    return f"record {record.id!r}" + (f" (document {doc_id!r})" if isinstance(doc_id, str) else "")
+
+
+def validate_records(records: Sequence[Record], dimension: int) -> list[ValidRecord]:
+    """Check every record before a store writes any of them; the last of a repeated id wins.
+
+    Every backend calls this first, so one bad record is refused with its id and reason and
+    nothing of the batch is written (nothing refused can block later writes either).
+
+    Raises:
+        ValueError: Naming the record: an id that is not a non-empty string, a vector of the
+            wrong shape or with NaN/infinity, a payload without a string ``doc_id``, a payload
+            that is not strict JSON (NaN, non-string keys, lone surrogates such as ``"\\ud800"``
+            that UTF-8 cannot encode), or one over :data:`MAX_PAYLOAD_BYTES`.
+    """
+    latest: dict[str, ValidRecord] = {}
+    for record in records:
+        where = _describe_record(record)
+        if not isinstance(record.id, str) or not record.id:
+            raise ValueError(f"{where}: the id must be a non-empty string")
+        vector = np.asarray(record.vector, dtype=np.float32)
+        if vector.shape != (dimension,):
+            raise ValueError(
+                f"{where}: vector must have shape ({dimension},), got {np.shape(record.vector)}"
+            )
+        if not np.isfinite(vector).all():
+            raise ValueError(f"{where}: vector contains NaN or infinity")
+        if not isinstance(record.payload, Mapping) or not isinstance(
+            record.payload.get("doc_id"), str
+        ):
+            raise ValueError(f"{where}: payload needs a string 'doc_id'")
+        try:
+            text = json.dumps(
+                record.payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            )
+            encoded = text.encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"{where}: payload is not valid JSON ({exc})") from exc
+        if len(encoded) > MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"{where}: payload is {len(encoded):,} bytes, over the"
+                f" {MAX_PAYLOAD_BYTES:,}-byte limit; split the document into smaller records"
+            )
+        latest.pop(record.id, None)  # keep the order of the last occurrence
+        # A deep copy through JSON: nothing the caller mutates later reaches the store.
+        latest[record.id] = ValidRecord(
+            record.id, np.ascontiguousarray(vector), json.loads(text), encoded
+        )
+    return list(latest.values())
+
+
 class VectorStore(abc.ABC):
     """Interface of a vector store. Use as a context manager to close it.
 
@@ -128,6 +212,40 @@ class VectorStore(abc.ABC):
             ValueError: Wrong query width, ``k < 1``.
             InvalidFilterError: A malformed filter.
         """
+
+    def get_payloads(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored payloads of these ids (copies); unknown ids are left out."""
+        return {record.id: dict(record.payload) for record in self.get(ids)}
+
+    def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> int:
+        """Replace the payloads of existing points, keeping their vectors; no re-encoding.
+
+        Unknown ids are ignored. Returns how many points were updated. Validated like
+        :meth:`upsert` (the payload must keep a string ``doc_id``).
+        """
+        records = [
+            Record(record.id, record.vector, payloads[record.id])
+            for record in self.get(list(payloads))
+        ]
+        self.upsert(records)
+        return len(records)
+
+    def lexical_search(
+        self, queries: Sequence[str], k: int, *, filter: FilterLike | None = None
+    ) -> list[list[ScoredRecord]]:
+        """Top-``k`` points by BM25 over the payload's ``text`` for each query, best first.
+
+        Query text is analysed as the index analyses it; any characters are accepted (no
+        query syntax is interpreted). Scores are BM25 (higher is better). Queries with no
+        indexed term get no hits.
+
+        Raises:
+            StoreError: This backend keeps no lexical index.
+        """
+        raise StoreError(f"{type(self).__name__} keeps no lexical (BM25) index")
+
+    def refresh(self) -> None:  # noqa: B027 (a no-op by default, not abstract)
+        """Make a reader see writes committed since it opened (a no-op where reads are live)."""
 
     @abc.abstractmethod
     def count(self) -> int:
