@@ -42,7 +42,8 @@ corpus, index, model = sys.argv[1:4]
 encoder = BiEncoder(model, device="cpu", batch_size=32)
 config = IngestConfig(chunking=ChunkingConfig(chunk_tokens=24, overlap=4), doc_batch_size=50,
                       flush_every=100)
-with HnswStore(index, encoder.spec()) as store:
+# Snapshots every few flushes, so kills land mid-snapshot too.
+with HnswStore(index, encoder.spec(), snapshot_min_tail=150) as store:
     print("READY", flush=True)
     started = time.perf_counter()
     report = IngestionPipeline(encoder, store, config).ingest([corpus])

@@ -31,6 +31,7 @@ __all__ = [
     "ValidRecord",
     "VectorStore",
     "check_spec",
+    "validate_payload",
     "validate_queries",
     "validate_records",
 ]
@@ -110,9 +111,30 @@ class ValidRecord:
     payload_json: bytes
 
 
-def _describe_record(record: Record) -> str:
-    doc_id = record.payload.get("doc_id") if isinstance(record.payload, Mapping) else None
-    return f"record {record.id!r}" + (f" (document {doc_id!r})" if isinstance(doc_id, str) else "")
+def validate_payload(point_id: str, payload: Any) -> tuple[dict[str, Any], bytes]:
+    """Check one payload; return a deep copy of it and its compact UTF-8 JSON.
+
+    Raises:
+        ValueError: Naming the point: no string ``doc_id``, not strict JSON (NaN, values json
+            cannot encode, lone surrogates such as ``"\\ud800"`` that UTF-8 cannot encode), or over
+            :data:`MAX_PAYLOAD_BYTES`.
+    """
+    doc_id = payload.get("doc_id") if isinstance(payload, Mapping) else None
+    where = f"record {point_id!r}" + (f" (document {doc_id!r})" if isinstance(doc_id, str) else "")
+    if not isinstance(doc_id, str):
+        raise ValueError(f"{where}: payload needs a string 'doc_id'")
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        encoded = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{where}: payload is not valid JSON ({exc})") from exc
+    if len(encoded) > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"{where}: payload is {len(encoded):,} bytes, over the {MAX_PAYLOAD_BYTES:,}-byte"
+            " limit; split the document into smaller records"
+        )
+    # A deep copy through JSON: nothing the caller mutates later reaches the store.
+    return json.loads(text), encoded
 
 
 def validate_records(records: Sequence[Record], dimension: int) -> list[ValidRecord]:
@@ -124,12 +146,12 @@ def validate_records(records: Sequence[Record], dimension: int) -> list[ValidRec
     Raises:
         ValueError: Naming the record: an id that is not a non-empty string, a vector of the
             wrong shape or with NaN/infinity, a payload without a string ``doc_id``, a payload
-            that is not strict JSON (NaN, non-string keys, lone surrogates such as ``"\\ud800"``
-            that UTF-8 cannot encode), or one over :data:`MAX_PAYLOAD_BYTES`.
+            that is not strict JSON (NaN, values json cannot encode, lone surrogates such as
+            ``"\\ud800"`` that UTF-8 cannot encode), or one over :data:`MAX_PAYLOAD_BYTES`.
     """
     latest: dict[str, ValidRecord] = {}
     for record in records:
-        where = _describe_record(record)
+        where = f"record {record.id!r}"
         if not isinstance(record.id, str) or not record.id:
             raise ValueError(f"{where}: the id must be a non-empty string")
         vector = np.asarray(record.vector, dtype=np.float32)
@@ -139,27 +161,10 @@ def validate_records(records: Sequence[Record], dimension: int) -> list[ValidRec
             )
         if not np.isfinite(vector).all():
             raise ValueError(f"{where}: vector contains NaN or infinity")
-        if not isinstance(record.payload, Mapping) or not isinstance(
-            record.payload.get("doc_id"), str
-        ):
-            raise ValueError(f"{where}: payload needs a string 'doc_id'")
-        try:
-            text = json.dumps(
-                record.payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            )
-            encoded = text.encode("utf-8")
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise ValueError(f"{where}: payload is not valid JSON ({exc})") from exc
-        if len(encoded) > MAX_PAYLOAD_BYTES:
-            raise ValueError(
-                f"{where}: payload is {len(encoded):,} bytes, over the"
-                f" {MAX_PAYLOAD_BYTES:,}-byte limit; split the document into smaller records"
-            )
+        payload, encoded = validate_payload(record.id, record.payload)
         latest.pop(record.id, None)  # keep the order of the last occurrence
         # A deep copy through JSON: nothing the caller mutates later reaches the store.
-        latest[record.id] = ValidRecord(
-            record.id, np.ascontiguousarray(vector), json.loads(text), encoded
-        )
+        latest[record.id] = ValidRecord(record.id, np.ascontiguousarray(vector), payload, encoded)
     return list(latest.values())
 
 

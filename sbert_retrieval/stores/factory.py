@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores.base import VectorStore
 from sbert_retrieval.stores.exact import ExactStore
 from sbert_retrieval.stores.hnsw import HnswParams, HnswStore
-from sbert_retrieval.stores.local import MANIFEST
+from sbert_retrieval.stores.local import stored_meta
 
 __all__ = ["STORE_BACKENDS", "StoreConfig", "open_store", "stored_spec"]
 
@@ -51,16 +50,6 @@ class StoreConfig:
             raise ValueError(f"the {self.backend} backend needs an index directory (--index DIR)")
 
 
-def _local_format(index: Path) -> str | None:
-    manifest = index / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        return str(json.loads(manifest.read_text(encoding="utf-8")).get("format"))
-    except (OSError, ValueError):
-        return None
-
-
 def open_store(
     config: StoreConfig, spec: EmbeddingSpec | None = None, *, read_only: bool = False
 ) -> VectorStore:
@@ -75,7 +64,8 @@ def open_store(
         return QdrantStore(config.collection, spec, url=config.qdrant_url, path=config.qdrant_path)
     assert config.index is not None
     index = Path(config.index).expanduser()
-    kind = _local_format(index)
+    meta = stored_meta(index)
+    kind = meta.get("format") if meta else None
     if kind == ExactStore.FORMAT or (kind is None and config.backend == "exact"):
         return ExactStore(index, spec, read_only=read_only)
     return HnswStore(index, spec, params=config.hnsw, read_only=read_only)
@@ -95,7 +85,6 @@ def stored_spec(config: StoreConfig) -> EmbeddingSpec | None:
         with store:
             return store.spec
     assert config.index is not None
-    manifest = Path(config.index).expanduser() / MANIFEST
-    if not manifest.is_file():
-        return None
-    return EmbeddingSpec.from_dict(json.loads(manifest.read_text(encoding="utf-8"))["spec"])
+    index = Path(config.index).expanduser()
+    meta = stored_meta(index)
+    return EmbeddingSpec.from_dict(meta["spec"]) if meta else None

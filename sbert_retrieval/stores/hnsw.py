@@ -1,7 +1,8 @@
-"""The embedded default store: an hnswlib HNSW graph persisted in a directory."""
+"""The embedded default store: SQLite for the truth, an hnswlib HNSW graph derived from it."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -12,7 +13,7 @@ import hnswlib
 import numpy as np
 
 from sbert_retrieval.models import EmbeddingSpec
-from sbert_retrieval.stores.local import LocalStore, write_durably
+from sbert_retrieval.stores.local import SNAPSHOT_MIN_TAIL, LocalStore
 
 __all__ = ["HnswParams", "HnswStore"]
 
@@ -59,6 +60,7 @@ class HnswStore(LocalStore):
         read_only: Open without the writer lock.
         metric: ``"cosine"`` or ``"ip"``.
         num_threads: Threads hnswlib uses for a batch add or a batch query (default: all cores).
+        snapshot_min_tail: See :class:`~sbert_retrieval.stores.local.LocalStore`.
 
     Thread safety: concurrent searches; writes are exclusive.
     """
@@ -74,35 +76,28 @@ class HnswStore(LocalStore):
         read_only: bool = False,
         metric: str = "cosine",
         num_threads: int = -1,
+        snapshot_min_tail: int = SNAPSHOT_MIN_TAIL,
     ) -> None:
         self._requested = params
         self.params = params or HnswParams()
         self.num_threads = num_threads
         self._index: Any = None
-        super().__init__(path, spec, read_only=read_only, metric=metric)
+        super().__init__(
+            path,
+            spec,
+            read_only=read_only,
+            metric=metric,
+            snapshot_min_tail=snapshot_min_tail,
+        )
 
     # -- LocalStore hooks ------------------------------------------------------------------
-    def _new_index(self) -> Any:
-        return hnswlib.Index(
-            space="cosine" if self.metric == "cosine" else "ip", dim=self.dimension
-        )
+    KEEPS_SNAPSHOTS = True
 
-    def _init_vectors(self, params: Mapping[str, Any]) -> None:
-        self._index = self._new_index()
-        self._index.init_index(
-            max_elements=_INITIAL_CAPACITY,
-            M=self.params.m,
-            ef_construction=self.params.ef_construction,
-            random_seed=100,
-            allow_replace_deleted=True,
-        )
-        self._index.set_ef(self.params.ef_search)
-
-    def _persisted_params(self) -> dict[str, Any]:
+    def _params_for_new(self) -> dict[str, Any]:
         return asdict(self.params)
 
-    def _load_vectors(self, manifest: Mapping[str, Any], file: Path, labels: list[int]) -> None:
-        stored = HnswParams(**manifest["params"])
+    def _adopt_params(self, params: Mapping[str, Any]) -> None:
+        stored = HnswParams(**params) if params else self.params
         if self._requested is not None:
             # Graph shape is fixed once built; search-time settings may change.
             stored = HnswParams(
@@ -112,35 +107,58 @@ class HnswStore(LocalStore):
                 exact_threshold=self._requested.exact_threshold,
             )
         self.params = stored
-        self._index = self._new_index()
-        capacity = max(int(manifest["count"]), 1) + _INITIAL_CAPACITY
-        self._index.load_index(str(file), max_elements=capacity, allow_replace_deleted=True)
-        self._index.set_ef(self.params.ef_search)
-        live = set(labels)
-        indexed = {int(label) for label in self._index.get_ids_list()}
-        # Labels deleted in the graph are not returned; live ones must all be present.
-        missing = live - indexed
-        if missing:
-            raise ValueError(f"{len(missing)} points of the points file are not in the index")
 
-    def _save_vectors(self, generation: int, live_labels: list[int]) -> dict[str, Any]:
-        assert self.path is not None
-        return write_durably(
-            self.path / f"index-{generation}.bin", lambda tmp: self._index.save_index(str(tmp))
+    def _new_index(self) -> Any:
+        return hnswlib.Index(
+            space="cosine" if self.metric == "cosine" else "ip", dim=self.dimension
         )
 
-    def _add_vectors(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def _init_index(self, capacity: int) -> None:
+        self._index = self._new_index()
+        self._index.init_index(
+            max_elements=max(capacity, _INITIAL_CAPACITY),
+            M=self.params.m,
+            ef_construction=self.params.ef_construction,
+            random_seed=100,
+            allow_replace_deleted=True,
+        )
+        self._index.set_ef(self.params.ef_search)
+
+    def _save_snapshot(self, file: Path) -> None:
+        self._index.save_index(str(file))
+        # hnswlib writes through an unchecked std::ofstream: on a full disk it leaves a short
+        # file and reports nothing, so the size is checked before the file may replace anything.
+        expected = int(self._index.index_file_size())
+        written = file.stat().st_size
+        if written != expected:
+            raise OSError(
+                errno.ENOSPC, f"wrote {written:,} of {expected:,} bytes (is the disk full?)"
+            )
+
+    def _load_snapshot(self, file: Path, capacity: int) -> None:
+        index = self._new_index()
+        index.load_index(
+            str(file), max_elements=max(capacity, _INITIAL_CAPACITY), allow_replace_deleted=True
+        )
+        if index.dim != self.dimension:
+            raise ValueError(f"the snapshot holds {index.dim}-d vectors, not {self.dimension}-d")
+        index.set_ef(self.params.ef_search)
+        self._index = index
+
+    def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         needed = self._index.get_current_count() + len(labels)
         capacity = self._index.get_max_elements()
         if needed > capacity:
             self._index.resize_index(max(needed, 2 * capacity))
+        # Labels are always new (a changed vector gets a new label), so replace_deleted only
+        # reuses the slots of deleted points: never the ghost-node path of re-adding a label.
         self._index.add_items(vectors, labels, num_threads=self.num_threads, replace_deleted=True)
 
-    def _delete_vectors(self, labels: Sequence[int]) -> None:
+    def _index_delete(self, labels: Sequence[int]) -> None:
         for label in labels:
             self._index.mark_deleted(int(label))
 
-    def _get_vectors(self, labels: Sequence[int]) -> np.ndarray:
+    def _index_vectors(self, labels: Sequence[int]) -> np.ndarray:
         if not len(labels):
             return np.empty((0, self.dimension), dtype=np.float32)
         return np.asarray(
@@ -162,5 +180,7 @@ class HnswStore(LocalStore):
             )
         except RuntimeError:
             # hnswlib could not reach k live (or allowed) points through the graph: answer exactly.
+            if allowed is None:
+                allowed = self._live_labels()
             return self._exact_search(queries, k, allowed)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)

@@ -1,16 +1,30 @@
-"""What the embedded stores share: ids, payloads, locking and crash-consistent files on disk.
+"""The embedded stores: SQLite holds the truth, an in-memory index derived from it answers queries.
 
-On-disk layout of a store directory (no pickle anywhere)::
+Chroma's split, for the same reasons: durability belongs to a real database engine, not to a
+home-made file format, and a vector index is cheap to derive again. A store directory holds::
 
-    manifest.json          the committed state: generation, spec, parameters, file checksums
-    points-<gen>.jsonl     one line per live point: {"label", "id", "payload"}
-    <vectors>-<gen>.<ext>  the backend's vectors (hnswlib index, or .npy)
-    LOCK                   held (flock) by the one open writer; holds its pid
+    store.sqlite3 (-wal, -shm)  the truth (WAL mode): spec, points (id, doc id, payload, text,
+                                vector), one row per filterable metadata value, an FTS5 (BM25)
+                                index over chunk text, and a log of deletions
+    graph-<n>.hnsw              HnswStore only: a snapshot of the hnswlib graph, named in the
+                                database with how far into the points table it reaches
+    LOCK                        flock held by the one open writer
 
-A flush writes the next generation's files (temp file, fsync, rename), then replaces
-``manifest.json`` the same way, then deletes the previous generation. A crash at any moment
-leaves the last committed manifest pointing at complete files, so opening always recovers the
-last flushed state; leftovers of an unfinished flush are removed by the next writer.
+Every :meth:`~LocalStore.upsert`, :meth:`~LocalStore.delete` and
+:meth:`~LocalStore.set_payloads` is one SQLite transaction, committed with ``synchronous=FULL``
+before it returns: durable at once, so :meth:`~LocalStore.flush` costs nothing in proportion to
+the store's size. Point labels (the graph's ids) are SQLite row ids that are never reused: a
+point whose vector changes gets a new label and its old one is deleted, so a label always names
+one immutable vector. Opening loads the newest graph snapshot, checks it against its checksum,
+and catches it up from the database (points with labels past the snapshot, deletions logged
+after it); a missing or damaged snapshot is rebuilt from the database. Snapshots are written on
+:meth:`~LocalStore.close`, and by :meth:`~LocalStore.flush` once the part of the database the
+snapshot does not cover passes :data:`SNAPSHOT_MIN_TAIL` points and half the covered ones
+(amortized O(1) per point).
+
+Readers (``read_only=True``, any number, in any process) never take the writer's lock, never
+block it and are never blocked: each sees the last committed state, and catches up before a
+search when the database changed (``PRAGMA data_version``), or on :meth:`~LocalStore.refresh`.
 """
 
 from __future__ import annotations
@@ -19,10 +33,14 @@ import abc
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
+import sqlite3
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,17 +52,82 @@ from sbert_retrieval.stores._locking import ReadWriteLock, WriterLockFile
 from sbert_retrieval.stores.base import (
     Record,
     ScoredRecord,
+    ValidRecord,
     VectorStore,
     check_spec,
+    validate_payload,
     validate_queries,
+    validate_records,
 )
-from sbert_retrieval.stores.filters import FilterLike, parse_filter
+from sbert_retrieval.stores.filters import (
+    Filter,
+    FilterLike,
+    compile_sql,
+    parse_filter,
+    payload_fields,
+)
 
-__all__ = ["METRICS", "LocalStore", "exact_top_k"]
+__all__ = [
+    "DATABASE",
+    "LEGACY_MANIFEST",
+    "METRICS",
+    "SNAPSHOT_MIN_TAIL",
+    "LocalStore",
+    "exact_top_k",
+    "lexical_query",
+    "stored_meta",
+]
+
+logger = logging.getLogger(__name__)
 
 METRICS = ("cosine", "ip")
-MANIFEST = "manifest.json"
-_GENERATION_FILE = re.compile(r"^[a-z]+-(\d+)\.[a-z]+(\.tmp)?$")
+DATABASE = "store.sqlite3"
+#: The file of the format before SQLite (version 1): such a directory must be converted.
+LEGACY_MANIFEST = "manifest.json"
+SCHEMA_VERSION = 2
+#: By default a flush snapshots the graph once this many points (or deletions) are past it.
+SNAPSHOT_MIN_TAIL = 100_000
+#: Points added to the graph per step; in-process searches wait at most one step for a writer.
+_GRAPH_STEP = 2_048
+#: SQLite's default limit on ``?`` parameters in one statement is far above this.
+_IN_CHUNK = 500
+_SNAPSHOT_FILE = re.compile(r"^graph-(\d+)\.hnsw(\.tmp)?$")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE points (
+    label INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    text TEXT,
+    vector BLOB NOT NULL
+);
+CREATE INDEX points_by_doc ON points(doc_id);
+CREATE TABLE fields (
+    label INTEGER NOT NULL, key TEXT NOT NULL, kind INTEGER NOT NULL, value NOT NULL
+);
+CREATE INDEX fields_lookup ON fields(key, kind, value, label);
+CREATE INDEX fields_by_label ON fields(label);
+CREATE TABLE tombstones (rowid INTEGER PRIMARY KEY AUTOINCREMENT, label INTEGER NOT NULL);
+CREATE VIRTUAL TABLE lexical USING fts5(
+    text, content='points', content_rowid='label', tokenize='porter unicode61'
+);
+CREATE TRIGGER points_inserted AFTER INSERT ON points WHEN new.text IS NOT NULL BEGIN
+    INSERT INTO lexical(rowid, text) VALUES (new.label, new.text);
+END;
+CREATE TRIGGER points_deleted AFTER DELETE ON points BEGIN
+    INSERT INTO lexical(lexical, rowid, text)
+        SELECT 'delete', old.label, old.text WHERE old.text IS NOT NULL;
+    DELETE FROM fields WHERE label = old.label;
+    INSERT INTO tombstones(label) VALUES (old.label);
+END;
+CREATE TRIGGER points_text_changed AFTER UPDATE OF text ON points BEGIN
+    INSERT INTO lexical(lexical, rowid, text)
+        SELECT 'delete', old.label, old.text WHERE old.text IS NOT NULL;
+    INSERT INTO lexical(rowid, text) SELECT new.label, new.text WHERE new.text IS NOT NULL;
+END;
+"""
 
 
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +143,107 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nd
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
 
+_TERM = re.compile(r"[^\W_]+")
+
+
+def lexical_query(text: str) -> str | None:
+    """An FTS5 MATCH expression for free text: its words, each quoted, ORed; ``None`` if none.
+
+    Every word is a quoted string, so nothing a user types (``AND``, ``NEAR(``, ``*``, ``"``,
+    ``:``, NUL) is read as FTS5 syntax; FTS5 then applies the index's own tokenizer (unicode61
+    with Porter stemming) to each. Repeated words are kept once.
+    """
+    terms = dict.fromkeys(term.lower() for term in _TERM.findall(text))
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def stored_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The settings saved with the store in a directory (format, spec, ...); ``None`` if none.
+
+    Reads the database without taking the writer's lock or loading any index.
+
+    Raises:
+        StoreError: The directory holds an index of the older (pre-SQLite) format.
+        StoreCorruptedError: The database cannot be read.
+    """
+    directory = Path(path)
+    if not (directory / DATABASE).is_file():
+        if (directory / LEGACY_MANIFEST).is_file():
+            raise StoreError(_legacy_message(directory))
+        return None
+    return _read_meta(directory) or None
+
+
+def _legacy_message(directory: Path) -> str:
+    return (
+        f"{directory} holds an index in the older file format (manifest.json); convert it once"
+        f" with: sbert-retrieval migrate-index {directory}"
+    )
+
+
+def _connect(file: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        uri = f"{file.resolve().as_uri()}?mode=ro"
+        try:
+            connection = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            if os.access(file.parent, os.W_OK):
+                raise
+            # A directory nobody here can write to has no writer either, and a WAL reader cannot
+            # create the -shm file there: read the database as the immutable file it is.
+            connection = sqlite3.connect(
+                f"{uri}&immutable=1",
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+    else:
+        connection = sqlite3.connect(
+            file, check_same_thread=False, isolation_level=None, timeout=30
+        )
+    connection.execute("PRAGMA busy_timeout = 30000")
+    return connection
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    connection = _connect(directory / DATABASE, read_only=True)
+    try:
+        return LocalStore._meta(connection)
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorruptedError(
+            f"{directory / DATABASE} cannot be read ({exc}); restore it from a backup, or delete"
+            f" {directory} and re-ingest (ingestion is idempotent)"
+        ) from exc
+    finally:
+        connection.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of a script (triggers hold ``;`` inside them).
+
+    ``executescript`` would commit the open transaction first; creating a store must be atomic.
+    """
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -68,51 +252,55 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
-def write_durably(path: Path, write: Callable[[Path], None]) -> dict[str, Any]:
-    """Have ``write`` fill a temp file, fsync it, rename it to ``path``; return its checksum entry.
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
 
-    Raises:
-        StoreError: The disk is full or the directory is not writable (the message says which).
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+def _payload(payload_json: str, text: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(payload_json)
+    if text is not None:
+        payload["text"] = text
+    return payload
+
+
+def _split_text(record: ValidRecord) -> tuple[str, str | None]:
+    """The payload as stored: JSON without a string ``text``, which has its own (FTS5) column."""
+    text = record.payload.get("text")
+    if not isinstance(text, str):
+        return record.payload_json.decode("utf-8"), None
+    rest = {key: value for key, value in record.payload.items() if key != "text"}
+    return json.dumps(rest, ensure_ascii=False, separators=(",", ":")), text
 
 
 class LocalStore(VectorStore, abc.ABC):
-    """Base of the embedded stores; subclasses supply vector storage and search.
+    """Base of the embedded stores; subclasses supply the in-memory vector index.
 
     Args:
-        path: Directory of the store, created if missing; ``None`` keeps it in memory only.
+        path: Directory of the store, created if missing; ``None`` keeps it in a temporary
+            directory removed on :meth:`close`.
         spec: The embedding identity. Required for a new store; for an existing one it is
             checked against the stored spec (:class:`ModelMismatchError` on a difference), and
             ``None`` adopts the stored one.
-        read_only: Open without the writer lock; writes raise :class:`StoreError`. Readers
-            see the last flushed state.
+        read_only: Open without the writer lock; writes raise :class:`StoreError`. A reader
+            sees every committed write (it catches up before each search when the database
+            changed).
         metric: ``"cosine"`` (default) or ``"ip"`` (inner product; same ranking for normalized
             vectors, skips normalization).
+        snapshot_min_tail: A flush snapshots the graph once this many points and deletions
+            (default :data:`SNAPSHOT_MIN_TAIL`), and half the covered points, are past the last
+            snapshot. Lower bounds the catch-up after a crash; higher saves snapshot writes.
 
-    Thread safety: searches and reads run concurrently; writes take an exclusive lock.
+    Thread safety: searches and reads run concurrently with each other and with one writing
+    thread; in the writing process a search waits while a write changes the in-memory index
+    (at most one step of :data:`_GRAPH_STEP` points). Readers in other processes never wait.
     """
 
     FORMAT: ClassVar[str]
-    VERSION: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -121,62 +309,67 @@ class LocalStore(VectorStore, abc.ABC):
         *,
         read_only: bool = False,
         metric: str = "cosine",
+        snapshot_min_tail: int = SNAPSHOT_MIN_TAIL,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-        self.path = Path(path) if path is not None else None
+        self._temporary: Path | None = None
+        if path is None:
+            if read_only:
+                raise ValueError("read_only needs a path")
+            self._temporary = Path(tempfile.mkdtemp(prefix="sbert-store-"))
+            path = self._temporary
+        self.path = Path(path)
         self.read_only = read_only
+        if snapshot_min_tail < 1:
+            raise ValueError(f"snapshot_min_tail must be >= 1, got {snapshot_min_tail}")
+        self.snapshot_min_tail = snapshot_min_tail
         self._lock = ReadWriteLock()
-        # Flushes run under the read lock (searches go on); this keeps two from racing.
-        self._flush_lock = threading.Lock()
+        # Writes (and snapshots) run one at a time; searches go on under self._lock.
+        self._write_lock = threading.RLock()
         self._writer_lock: WriterLockFile | None = None
-        self._ids: dict[str, int] = {}
-        self._labels: dict[int, str] = {}
-        self._payloads: dict[int, Mapping[str, Any]] = {}
-        self._by_doc: dict[str, set[str]] = {}
-        self._next_label = 0
-        self._generation = 0
-        self._dirty = False
+        self._writer: sqlite3.Connection | None = None
+        self._readers = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._data_version: int | None = None
         self._closed = False
-        manifest = self._open_directory()
-        if manifest is None:
-            if spec is None:
-                where = self.path or "an in-memory store"
-                raise ValueError(
-                    f"{where} holds no index yet: pass the encoder's spec to create one"
-                )
-            self.spec = spec
-            self.metric = metric
-            self._init_vectors(self._params_for_new())
-            # Written on the first flush or close even if nothing is ever upserted, so a store
-            # created empty reopens with its spec instead of "holds no index yet".
-            self._dirty = self.path is not None
-        else:
-            self.spec = EmbeddingSpec.from_dict(manifest["spec"])
-            check_spec(self.spec, spec, f"index {self.path}")
-            self.metric = manifest["metric"]
-            self._load(manifest)
+        # The in-memory index covers points with labels <= _labels_covered and the deletions
+        # logged up to _tombstones_covered; _count is its number of live points.
+        self._labels_covered = 0
+        self._tombstones_covered = 0
+        self._count = 0
+        self._snapshot: dict[str, Any] | None = None
+        try:
+            self._open(spec, metric)
+        except BaseException:
+            self._release()
+            raise
 
     # -- subclass hooks -----------------------------------------------------------------------
     def _params_for_new(self) -> dict[str, Any]:
-        """Backend parameters to persist in the manifest."""
+        """Backend parameters to persist with a new store."""
         return {}
 
-    @abc.abstractmethod
-    def _init_vectors(self, params: Mapping[str, Any]) -> None:
-        """Create empty vector storage."""
+    def _adopt_params(self, params: Mapping[str, Any]) -> None:
+        """Take the parameters persisted with an existing store."""
 
     @abc.abstractmethod
-    def _add_vectors(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert or replace vectors (called under the write lock)."""
+    def _init_index(self, capacity: int) -> None:
+        """Create an empty in-memory index."""
 
     @abc.abstractmethod
-    def _delete_vectors(self, labels: Sequence[int]) -> None:
-        """Forget vectors (called under the write lock)."""
+    def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under new labels (called under the exclusive lock)."""
 
     @abc.abstractmethod
-    def _get_vectors(self, labels: Sequence[int]) -> np.ndarray:
-        """``(len(labels), dim)`` float32 (called under a read lock)."""
+    def _index_delete(self, labels: Sequence[int]) -> None:
+        """Forget labels present in the index (called under the exclusive lock)."""
+
+    @abc.abstractmethod
+    def _index_vectors(self, labels: Sequence[int]) -> np.ndarray:
+        """``(len(labels), dim)`` float32 as the index compares them (under a shared lock)."""
 
     @abc.abstractmethod
     def _search_vectors(
@@ -184,25 +377,63 @@ class LocalStore(VectorStore, abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, scores)``, ``(n, k)`` each, best first; ``allowed`` restricts the labels."""
 
-    @abc.abstractmethod
-    def _save_vectors(self, generation: int, live_labels: list[int]) -> dict[str, Any]:
-        """Write the vectors durably for ``generation``; return the checksum entry."""
+    def _save_snapshot(self, file: Path) -> None:
+        """Write the index to ``file``; only stores that keep snapshots override it."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
-    def _load_vectors(self, manifest: Mapping[str, Any], file: Path, labels: list[int]) -> None:
-        """Load vectors written by :meth:`_save_vectors`."""
+    def _load_snapshot(self, file: Path, capacity: int) -> None:
+        """Load an index written by :meth:`_save_snapshot`."""
+        raise NotImplementedError
 
-    # -- opening ---------------------------------------------------------------------------
-    def _open_directory(self) -> dict[str, Any] | None:
-        if self.path is None:
-            if self.read_only:
-                raise ValueError("read_only needs a path")
-            return None
+    #: Whether the index is worth snapshotting (an exact matrix is rebuilt faster than read).
+    KEEPS_SNAPSHOTS: ClassVar[bool] = False
+
+    # -- connections --------------------------------------------------------------------------
+    @property
+    def _database(self) -> Path:
+        return self.path / DATABASE
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (WAL: it never blocks the writer, nor is blocked)."""
+        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
+        if connection is None:
+            if self._closed:
+                raise StoreError("the store is closed")
+            connection = _connect(self._database, read_only=True)
+            connection.execute("PRAGMA query_only = 1")
+            self._readers.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert self._writer is not None
+        self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._writer
+        except BaseException:
+            self._writer.execute("ROLLBACK")
+            raise
+        self._writer.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot of the database for several statements."""
+        connection = self._reader()
+        connection.execute("BEGIN")
+        try:
+            yield connection
+        finally:
+            connection.execute("COMMIT")
+
+    # -- opening ------------------------------------------------------------------------------
+    def _open(self, spec: EmbeddingSpec | None, metric: str) -> None:
+        if not self._database.is_file() and (self.path / LEGACY_MANIFEST).is_file():
+            raise StoreError(_legacy_message(self.path))
         if self.read_only:
-            if not (self.path / MANIFEST).is_file():
-                raise StoreError(
-                    f"{self.path} holds no index (no {MANIFEST}); ingest into it first"
-                )
+            if not self._database.is_file():
+                raise StoreError(f"{self.path} holds no index ({DATABASE}); ingest into it first")
         else:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -215,290 +446,639 @@ class LocalStore(VectorStore, abc.ABC):
                     f"{self.path} is not writable; open it with read_only=True to search"
                 )
             self._writer_lock = WriterLockFile(self.path)
-        manifest_file = self.path / MANIFEST
-        if not manifest_file.is_file():
-            self._remove_stale_files(keep=())
-            return None
+            try:
+                self._writer = _connect(self._database, read_only=False)
+                self._writer.execute("PRAGMA journal_mode = WAL")
+                self._writer.execute("PRAGMA synchronous = FULL")
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupted(exc) from exc
         try:
-            manifest: dict[str, Any] = json.loads(manifest_file.read_text(encoding="utf-8"))
-            if manifest.get("format") != self.FORMAT:
-                raise StoreError(
-                    f"{self.path} holds a {manifest.get('format')!r} store, not {self.FORMAT!r}"
+            meta = self._meta(self._writer or self._reader())
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupted(exc) from exc
+        if not meta:
+            if spec is None:
+                where = "an in-memory store" if self._temporary else str(self.path)
+                raise ValueError(
+                    f"{where} holds no index yet: pass the encoder's spec to create one"
                 )
-            if int(manifest.get("version", 0)) > self.VERSION:
-                raise StoreError(f"{self.path} was written by a newer sbert-retrieval; upgrade it")
-        except (OSError, ValueError, TypeError) as exc:
-            self._release()
-            raise StoreCorruptedError(
-                f"{manifest_file} is unreadable ({exc}); delete {self.path} and re-ingest"
-            ) from exc
-        except StoreError:
-            self._release()
-            raise
-        return manifest
-
-    def _verify(self, entry: Mapping[str, Any]) -> Path:
-        assert self.path is not None
-        file = self.path / str(entry["name"])
-        advice = (
-            f"restore {self.path} from a backup, or delete it and re-ingest"
-            " (ingestion is idempotent)"
-        )
-        if not file.is_file():
-            raise StoreCorruptedError(f"{file} is missing; {advice}")
-        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
-            raise StoreCorruptedError(f"{file} does not match its checksum (corrupted); {advice}")
-        return file
-
-    def _load(self, manifest: Mapping[str, Any]) -> None:
+            if self.read_only:
+                raise StoreError(f"{self.path} holds no index yet; ingest into it first")
+            self._create(spec, metric)
+            meta = self._meta(self._writer)  # type: ignore[arg-type]
+        if meta.get("format") != self.FORMAT:
+            raise StoreError(
+                f"{self.path} holds a {meta.get('format')!r} store, not {self.FORMAT!r}"
+            )
+        if int(meta.get("version", 0)) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer sbert-retrieval; upgrade it")
         try:
-            points_file = self._verify(manifest["files"]["points"])
-            vectors_file = self._verify(manifest["files"]["vectors"])
-            labels: list[int] = []
-            with points_file.open(encoding="utf-8") as handle:
-                for line in handle:
-                    row = json.loads(line)
-                    label = int(row["label"])
-                    labels.append(label)
-                    self._index_point(str(row["id"]), label, row["payload"])
-            self._next_label = int(manifest["next_label"])
-            self._generation = int(manifest["generation"])
-            self._load_vectors(manifest, vectors_file, labels)
-        except StoreCorruptedError:
-            self._release()
-            raise
-        except (KeyError, ValueError, TypeError, RuntimeError, OSError) as exc:
-            self._release()
+            self.spec = EmbeddingSpec.from_dict(meta["spec"])
+            self.metric = str(meta["metric"])
+            self._adopt_params(meta.get("params", {}))
+        except (KeyError, TypeError, ValueError) as exc:
             raise StoreCorruptedError(
-                f"{self.path} cannot be loaded ({type(exc).__name__}: {exc});"
-                " delete it and re-ingest"
+                f"{self._database} has an unreadable spec ({exc}); delete {self.path} and re-ingest"
             ) from exc
+        check_spec(self.spec, spec, f"index {self.path}")
+        self._load_index(meta)
         if not self.read_only:
-            self._remove_stale_files(keep=(points_file.name, vectors_file.name))
+            self._remove_stray_snapshots()
 
-    def _remove_stale_files(self, keep: Iterable[str]) -> None:
-        if self.path is None or self.read_only:
+    def _corrupted(self, exc: BaseException) -> StoreCorruptedError:
+        return StoreCorruptedError(
+            f"{self._database} cannot be read ({exc}); restore it from a backup, or delete"
+            f" {self.path} and re-ingest (ingestion is idempotent)"
+        )
+
+    @staticmethod
+    def _meta(connection: sqlite3.Connection) -> dict[str, Any]:
+        exists = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if not exists:
+            return {}
+        return {key: json.loads(value) for key, value in connection.execute("SELECT * FROM meta")}
+
+    def _create(self, spec: EmbeddingSpec, metric: str) -> None:
+        self.spec, self.metric = spec, metric
+        values = {
+            "format": self.FORMAT,
+            "version": SCHEMA_VERSION,
+            "spec": spec.to_dict(),
+            "metric": metric,
+            "params": self._params_for_new(),
+            "pruned_through": 0,
+        }
+        with self._transaction() as connection:
+            for statement in _statements(_SCHEMA):
+                connection.execute(statement)
+            connection.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in values.items()],
+            )
+
+    def _load_index(self, meta: Mapping[str, Any]) -> None:
+        """Load the snapshot named in ``meta`` (or start empty), then catch up from SQLite."""
+        snapshot = meta.get("snapshot") if self.KEEPS_SNAPSHOTS else None
+        total = self._reader().execute("SELECT seq FROM sqlite_sequence WHERE name = 'points'")
+        row = total.fetchone()
+        capacity = max(int(row[0]) if row else 0, 1)
+        loaded = False
+        if snapshot:
+            try:
+                self._verify_snapshot(snapshot)
+                self._load_snapshot(self.path / snapshot["file"], capacity)
+                self._labels_covered = int(snapshot["labels"])
+                self._tombstones_covered = int(snapshot["tombstones"])
+                self._count = int(snapshot["count"])
+                self._snapshot = dict(snapshot)
+                loaded = True
+            except (StoreCorruptedError, RuntimeError, OSError, ValueError, KeyError) as exc:
+                logger.warning(
+                    "%s: the graph snapshot is unusable (%s); rebuilding it from the database",
+                    self.path,
+                    exc,
+                )
+        if not loaded:
+            self._init_index(capacity)
+            self._labels_covered = self._tombstones_covered = self._count = 0
+        self._catch_up()
+
+    def _verify_snapshot(self, snapshot: Mapping[str, Any]) -> None:
+        file = self.path / str(snapshot["file"])
+        if not file.is_file():
+            raise StoreCorruptedError(f"{file} is missing")
+        if file.stat().st_size != int(snapshot["bytes"]) or _sha256(file) != snapshot["sha256"]:
+            raise StoreCorruptedError(f"{file} does not match its checksum")
+
+    def _catch_up(self) -> None:
+        """Bring the in-memory index up to the database's last commit."""
+        with self._write_lock:
+            if self.read_only:
+                self._data_version = self._current_data_version()
+            with self._read_transaction() as connection:
+                meta = self._meta(connection)
+                pruned = int(meta.get("pruned_through", 0))
+                if self._labels_covered and self._tombstones_covered < pruned:
+                    # The deletions this index has not seen were pruned after a newer snapshot.
+                    stale = True
+                else:
+                    stale = False
+                    dead = [
+                        int(label)
+                        for (label,) in connection.execute(
+                            "SELECT label FROM tombstones WHERE rowid > ? AND label <= ?",
+                            (self._tombstones_covered, self._labels_covered),
+                        )
+                    ]
+                    row = connection.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'tombstones'"
+                    ).fetchone()
+                    tombstones = max(int(row[0]) if row else 0, self._tombstones_covered)
+                    row = connection.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'points'"
+                    ).fetchone()
+                    labels = max(int(row[0]) if row else 0, self._labels_covered)
+                    if dead:
+                        with self._lock.write():
+                            self._index_delete(dead)
+                            self._count -= len(dead)
+                    cursor = connection.execute(
+                        "SELECT label, vector FROM points WHERE label > ? ORDER BY label",
+                        (self._labels_covered,),
+                    )
+                    while rows := cursor.fetchmany(_GRAPH_STEP):
+                        self._add_rows(rows)
+                    self._labels_covered = labels
+                    self._tombstones_covered = tombstones
+            if stale:
+                self._labels_covered = self._tombstones_covered = self._count = 0
+                self._load_index(self._meta(self._reader()))
+
+    def _add_rows(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        labels = np.fromiter((label for label, _ in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(
+            len(rows), self.dimension
+        )
+        with self._lock.write():
+            self._index_add(labels, vectors)
+            self._count += len(rows)
+            # Searches skip filter matches past this mark: they are not in the index yet.
+            self._labels_covered = max(self._labels_covered, int(labels[-1]))
+
+    def _current_data_version(self) -> int:
+        return int(self._reader().execute("PRAGMA data_version").fetchone()[0])
+
+    def refresh(self) -> None:
+        """Catch up with every write committed since this store last looked.
+
+        Thread safety: safe alongside searches (they wait while the index changes).
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self.read_only:
+            self._catch_up()
+
+    def _refresh_if_changed(self) -> None:
+        if not self.read_only:
             return
-        kept = set(keep)
+        with self._watch_lock:
+            changed = self._current_data_version() != self._data_version
+        if changed:
+            self._catch_up()
+
+    def _remove_stray_snapshots(self) -> None:
+        current = self._snapshot["file"] if self._snapshot else None
         for file in self.path.iterdir():
-            if file.name not in kept and _GENERATION_FILE.match(file.name):
+            if _SNAPSHOT_FILE.match(file.name) and file.name != current:
                 with contextlib.suppress(OSError):
                     file.unlink()
 
-    # -- bookkeeping -----------------------------------------------------------------------
-    def _index_point(self, point_id: str, label: int, payload: Mapping[str, Any]) -> None:
-        self._ids[point_id] = label
-        self._labels[label] = point_id
-        self._payloads[label] = payload
-        self._by_doc.setdefault(str(payload["doc_id"]), set()).add(point_id)
-
-    def _forget_point(self, point_id: str) -> int:
-        label = self._ids.pop(point_id)
-        del self._labels[label]
-        payload = self._payloads.pop(label)
-        doc_ids = self._by_doc.get(str(payload["doc_id"]))
-        if doc_ids is not None:
-            doc_ids.discard(point_id)
-            if not doc_ids:
-                del self._by_doc[str(payload["doc_id"])]
-        return label
-
+    # -- writes -------------------------------------------------------------------------------
     def _check_writable(self) -> None:
         if self._closed:
             raise StoreError("the store is closed")
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only; reopen it without read_only to write")
 
-    # -- VectorStore -----------------------------------------------------------------------
+    def _existing(
+        self, connection: sqlite3.Connection, ids: Sequence[str]
+    ) -> dict[str, tuple[int, bytes]]:
+        found: dict[str, tuple[int, bytes]] = {}
+        for part in _chunks(ids):
+            for point_id, label, vector in connection.execute(
+                f"SELECT id, label, vector FROM points WHERE id IN ({_placeholders(len(part))})",
+                tuple(part),
+            ):
+                found[point_id] = (int(label), vector)
+        return found
+
+    @staticmethod
+    def _write_fields(
+        connection: sqlite3.Connection, rows: Iterable[tuple[int, Mapping[str, Any]]]
+    ) -> None:
+        connection.executemany(
+            "INSERT INTO fields (label, key, kind, value) VALUES (?, ?, ?, ?)",
+            (
+                (label, key, kind, value)
+                for label, payload in rows
+                for key, kind, value in payload_fields(payload)
+            ),
+        )
+
     def upsert(self, records: Sequence[Record]) -> None:
-        """See :meth:`VectorStore.upsert`. Thread safety: exclusive; waits for running searches."""
+        """Insert records, replacing any with the same id; one transaction, durable on return.
+
+        Every record is checked first (:func:`~sbert_retrieval.stores.base.validate_records`):
+        a bad one is refused with its id and reason and nothing of the batch is written. A
+        record whose vector is unchanged has only its payload rewritten.
+
+        Thread safety: one writing thread at a time (others wait); searches go on.
+        """
         self._check_writable()
-        if not records:
+        valid = validate_records(records, self.dimension)
+        if not valid:
             return
-        vectors = np.asarray([r.vector for r in records], dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise ValueError(f"vectors must have width {self.dimension}, got shape {vectors.shape}")
-        if not np.isfinite(vectors).all():
-            bad = next(r.id for r in records if not np.isfinite(r.vector).all())
-            raise ValueError(f"record {bad}: vector contains NaN or infinity")
-        for record in records:
-            if not isinstance(record.payload.get("doc_id"), str):
-                raise ValueError(f"record {record.id}: payload needs a string 'doc_id'")
-            try:
-                json.dumps(record.payload, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"record {record.id}: payload is not JSON-serializable ({exc})"
-                ) from exc
-        # A repeated id within one batch: the last one wins, as in a sequence of single upserts.
-        last = {record.id: i for i, record in enumerate(records)}
-        keep = sorted(last.values())
-        with self._lock.write():
-            labels = np.empty(len(keep), dtype=np.int64)
-            for row, i in enumerate(keep):
-                record = records[i]
-                label = self._ids.get(record.id)
-                if label is None:
-                    label = self._next_label
-                    self._next_label += 1
-                else:
-                    self._forget_point(record.id)
-                self._index_point(record.id, label, dict(record.payload))
-                labels[row] = label
-            self._add_vectors(labels, vectors[keep])
-            self._dirty = True
+        with self._write_lock:
+            new: list[ValidRecord] = []
+            replaced: list[int] = []
+            with self._lock.write(), self._transaction() as connection:
+                existing = self._existing(connection, [r.id for r in valid])
+                kept: list[tuple[int, ValidRecord]] = []
+                for record in valid:
+                    old = existing.get(record.id)
+                    if old is not None and old[1] == record.vector.tobytes():
+                        kept.append((old[0], record))
+                        continue
+                    if old is not None:
+                        replaced.append(old[0])
+                    new.append(record)
+                connection.executemany(
+                    "DELETE FROM points WHERE label = ?", [(label,) for label in replaced]
+                )
+                row = connection.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'points'"
+                ).fetchone()
+                first = (int(row[0]) if row else 0) + 1
+                labels = np.arange(first, first + len(new), dtype=np.int64)
+                inserted = []
+                for label, record in zip(labels.tolist(), new, strict=True):
+                    payload_json, text = _split_text(record)
+                    inserted.append(
+                        (
+                            label,
+                            record.id,
+                            record.payload["doc_id"],
+                            payload_json,
+                            text,
+                            record.vector.tobytes(),
+                        )
+                    )
+                connection.executemany(
+                    "INSERT INTO points (label, id, doc_id, payload, text, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    inserted,
+                )
+                self._rewrite_payloads(connection, kept)
+                self._write_fields(
+                    connection,
+                    zip(labels.tolist(), (r.payload for r in new), strict=True),
+                )
+                if replaced:
+                    self._index_delete(replaced)
+                    self._count -= len(replaced)
+                self._tombstones_covered = self._last_tombstone(connection)
+            if new:
+                vectors = np.stack([r.vector for r in new])
+                for start in range(0, len(new), _GRAPH_STEP):
+                    with self._lock.write():
+                        part = labels[start : start + _GRAPH_STEP]
+                        self._index_add(part, vectors[start : start + _GRAPH_STEP])
+                        self._count += len(part)
+                        self._labels_covered = int(part[-1])
+
+    @staticmethod
+    def _last_tombstone(connection: sqlite3.Connection) -> int:
+        row = connection.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'tombstones'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _rewrite_payloads(
+        self, connection: sqlite3.Connection, rows: Sequence[tuple[int, ValidRecord]]
+    ) -> None:
+        if not rows:
+            return
+        updates = []
+        for label, record in rows:
+            payload_json, text = _split_text(record)
+            updates.append((record.payload["doc_id"], payload_json, text, label))
+        connection.executemany(
+            "UPDATE points SET doc_id = ?, payload = ?, text = ? WHERE label = ?", updates
+        )
+        connection.executemany(
+            "DELETE FROM fields WHERE label = ?", [(label,) for label, _ in rows]
+        )
+        self._write_fields(connection, ((label, r.payload) for label, r in rows))
+
+    def set_payloads(self, payloads: Mapping[str, Mapping[str, Any]]) -> int:
+        """Replace the payloads of existing points in one transaction; vectors are kept.
+
+        Unknown ids are ignored; returns how many points were updated.
+
+        Raises:
+            ValueError: A payload without a string ``doc_id``, not strict JSON, or too large
+                (nothing is written then).
+
+        Thread safety: as :meth:`upsert`.
+        """
+        self._check_writable()
+        checked = {point_id: validate_payload(point_id, p) for point_id, p in payloads.items()}
+        if not checked:
+            return 0
+        with self._write_lock, self._lock.write(), self._transaction() as connection:
+            existing = self._existing(connection, list(checked))
+            rows = [
+                (existing[point_id][0], ValidRecord(point_id, np.empty(0), *checked[point_id]))
+                for point_id in checked
+                if point_id in existing
+            ]
+            self._rewrite_payloads(connection, rows)
+        return len(rows)
 
     def delete(self, ids: Iterable[str]) -> int:
-        """See :meth:`VectorStore.delete`. Thread safety: exclusive."""
+        """Delete points by id in one transaction; unknown ids are ignored. Returns the count.
+
+        Thread safety: as :meth:`upsert`.
+        """
         self._check_writable()
-        with self._lock.write():
-            labels = [self._forget_point(pid) for pid in dict.fromkeys(ids) if pid in self._ids]
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return 0
+        with self._write_lock, self._lock.write(), self._transaction() as connection:
+            labels = [label for label, _ in self._existing(connection, unique).values()]
+            connection.executemany("DELETE FROM points WHERE label = ?", [(x,) for x in labels])
             if labels:
-                self._delete_vectors(labels)
-                self._dirty = True
+                self._index_delete(labels)
+                self._count -= len(labels)
+            self._tombstones_covered = self._last_tombstone(connection)
         return len(labels)
 
+    # -- reads --------------------------------------------------------------------------------
     def get(self, ids: Iterable[str]) -> list[Record]:
-        """See :meth:`VectorStore.get`. Thread safety: shared (concurrent with searches)."""
-        with self._lock.read():
-            found = [(pid, self._ids[pid]) for pid in ids if pid in self._ids]
-            if not found:
-                return []
-            vectors = self._get_vectors([label for _, label in found])
-            return [
-                Record(pid, vectors[i], self._payloads[label])
-                for i, (pid, label) in enumerate(found)
-            ]
+        """The stored records (copies) for these ids, in the given order; unknown ids are left out.
+
+        Thread safety: safe alongside searches and a writer.
+        """
+        wanted = list(ids)
+        found: dict[str, tuple[str, str | None, bytes]] = {}
+        connection = self._reader()
+        for part in _chunks(list(dict.fromkeys(wanted))):
+            for point_id, payload, text, vector in connection.execute(
+                "SELECT id, payload, text, vector FROM points"
+                f" WHERE id IN ({_placeholders(len(part))})",
+                tuple(part),
+            ):
+                found[point_id] = (payload, text, vector)
+        return [
+            Record(
+                point_id,
+                np.frombuffer(found[point_id][2], dtype=np.float32).copy(),
+                _payload(found[point_id][0], found[point_id][1]),
+            )
+            for point_id in wanted
+            if point_id in found
+        ]
+
+    def get_payloads(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored payloads (copies) of these ids; unknown ids are left out.
+
+        Thread safety: shared.
+        """
+        unique = list(dict.fromkeys(ids))
+        result: dict[str, dict[str, Any]] = {}
+        connection = self._reader()
+        for part in _chunks(unique):
+            for point_id, payload, text in connection.execute(
+                f"SELECT id, payload, text FROM points WHERE id IN ({_placeholders(len(part))})",
+                tuple(part),
+            ):
+                result[point_id] = _payload(payload, text)
+        return result
 
     def ids_by_document(self, doc_ids: Iterable[str]) -> dict[str, set[str]]:
         """See :meth:`VectorStore.ids_by_document`. Thread safety: shared."""
-        with self._lock.read():
-            return {d: set(self._by_doc[d]) for d in doc_ids if d in self._by_doc}
+        result: dict[str, set[str]] = {}
+        connection = self._reader()
+        for part in _chunks(list(dict.fromkeys(doc_ids))):
+            for doc_id, point_id in connection.execute(
+                f"SELECT doc_id, id FROM points WHERE doc_id IN ({_placeholders(len(part))})",
+                tuple(part),
+            ):
+                result.setdefault(doc_id, set()).add(point_id)
+        return result
 
     def document_ids(self) -> list[str]:
         """Every document id with at least one point. Thread safety: shared."""
-        with self._lock.read():
-            return list(self._by_doc)
+        return [d for (d,) in self._reader().execute("SELECT DISTINCT doc_id FROM points")]
 
     def count(self) -> int:
-        """See :meth:`VectorStore.count`. Thread safety: shared."""
-        with self._lock.read():
-            return len(self._ids)
+        """Number of live points. Thread safety: shared."""
+        self._refresh_if_changed()
+        return self._count
+
+    def _hits(
+        self, connection: sqlite3.Connection, labels: np.ndarray, scores: np.ndarray
+    ) -> list[list[ScoredRecord]]:
+        wanted = sorted({int(label) for label in labels.ravel()})
+        rows: dict[int, tuple[str, str, str | None]] = {}
+        for part in _chunks(wanted):
+            for label, point_id, payload, text in connection.execute(
+                "SELECT label, id, payload, text FROM points"
+                f" WHERE label IN ({_placeholders(len(part))})",
+                tuple(part),
+            ):
+                rows[int(label)] = (point_id, payload, text)
+        # A point deleted by another process since this reader caught up is left out.
+        return [
+            [
+                ScoredRecord(rows[label][0], float(score), _payload(rows[label][1], rows[label][2]))
+                for label, score in zip(row_labels.tolist(), row_scores.tolist(), strict=True)
+                if label in rows
+            ]
+            for row_labels, row_scores in zip(labels, scores, strict=True)
+        ]
+
+    def _allowed(self, connection: sqlite3.Connection, parsed: Filter) -> np.ndarray:
+        """Labels in the index whose payload matches, by SQL over the indexed fields."""
+        expression, parameters = compile_sql(parsed)
+        cursor = connection.execute(
+            f"SELECT p.label FROM points p WHERE p.label <= ? AND ({expression})",
+            (self._labels_covered, *parameters),
+        )
+        return np.fromiter((label for (label,) in cursor), dtype=np.int64)
 
     def search(
         self, vectors: np.ndarray, k: int, *, filter: FilterLike | None = None
     ) -> list[list[ScoredRecord]]:
-        """See :meth:`VectorStore.search`.
+        """See :meth:`VectorStore.search`; the filter is answered by SQL, inside the search.
 
         Thread safety: shared (concurrent searches run in parallel).
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
         queries = validate_queries(vectors, self.dimension)
         parsed = parse_filter(filter)
+        if self._closed:
+            raise StoreError("the store is closed")
         if self.metric == "cosine":
             norms = np.linalg.norm(queries, axis=1, keepdims=True)
             queries = queries / np.where(norms == 0, 1, norms)
-        with self._lock.read():
-            allowed: np.ndarray | None = None
-            if parsed is not None:
-                allowed = np.fromiter(
-                    (label for label, p in self._payloads.items() if parsed.matches(p)),
-                    dtype=np.int64,
-                )
-            available = len(self._ids) if allowed is None else len(allowed)
-            if available == 0:
+        self._refresh_if_changed()
+        with self._lock.read(), self._read_transaction() as connection:
+            allowed = None if parsed is None else self._allowed(connection, parsed)
+            available = self._count if allowed is None else len(allowed)
+            if available <= 0:
                 return [[] for _ in range(len(queries))]
-            labels, scores = self._search_vectors(queries, min(k, available), allowed)
-            return [
-                [
-                    ScoredRecord(self._labels[int(label)], float(score), self._payloads[int(label)])
-                    for label, score in zip(row_labels, row_scores, strict=True)
-                ]
-                for row_labels, row_scores in zip(labels, scores, strict=True)
-            ]
+            labels, scores = self._search_vectors(queries, min(int(k), available), allowed)
+            return self._hits(connection, labels, scores)
+
+    def lexical_search(
+        self, queries: Sequence[str], k: int, *, filter: FilterLike | None = None
+    ) -> list[list[ScoredRecord]]:
+        """BM25 top-``k`` over the payloads' ``text`` by SQLite FTS5 (Porter-stemmed unicode61).
+
+        Scores are BM25 with k1 = 1.2, b = 0.75 (higher is better). A query is read as plain
+        words (see :func:`lexical_query`): any text is accepted, none is syntax.
+
+        Thread safety: shared.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(queries, str):
+            raise ValueError("queries must be a sequence of strings, not one string")
+        parsed = parse_filter(filter)
+        if self._closed:
+            raise StoreError("the store is closed")
+        expression, parameters = compile_sql(parsed) if parsed is not None else ("1", [])
+        results: list[list[ScoredRecord]] = []
+        connection = self._reader()
+        for query in queries:
+            match = lexical_query(str(query))
+            if match is None:
+                results.append([])
+                continue
+            rows = connection.execute(
+                "SELECT p.id, p.payload, p.text, -lexical.rank FROM lexical"
+                " JOIN points p ON p.label = lexical.rowid"
+                f" WHERE lexical MATCH ? AND ({expression}) ORDER BY lexical.rank LIMIT ?",
+                (match, *parameters, int(k)),
+            ).fetchall()
+            results.append(
+                [ScoredRecord(pid, float(score), _payload(p, t)) for pid, p, t, score in rows]
+            )
+        return results
+
+    def _live_labels(self) -> np.ndarray:
+        """Every label the index holds live (the database's, up to the index's mark)."""
+        cursor = self._reader().execute(
+            "SELECT label FROM points WHERE label <= ?", (self._labels_covered,)
+        )
+        return np.fromiter((label for (label,) in cursor), dtype=np.int64)
 
     def _exact_search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        labels = allowed if allowed is not None else np.fromiter(self._labels, dtype=np.int64)
-        rows, scores = exact_top_k(queries, self._get_vectors(labels.tolist()), k)
-        return labels[rows], scores
+        rows, scores = exact_top_k(queries, self._index_vectors(allowed.tolist()), k)
+        return allowed[rows], scores
 
+    # -- durability ---------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write a new generation to disk if anything changed (see the module docstring).
+        """Every write is already committed; snapshot the graph when the uncovered tail is long.
 
-        Thread safety: takes the read lock, so searches go on while it writes; writes wait,
-        and concurrent flushes run one after the other.
+        Thread safety: safe alongside searches; waits for a running write.
         """
-        if self.path is None or self.read_only or self._closed:
+        if self.read_only or self._closed:
             return
-        with self._flush_lock, self._lock.read():
-            if not self._dirty:
-                return
-            generation = self._generation + 1
-            live = sorted(self._labels)
+        snapshot = self._snapshot or {"labels": 0, "tombstones": 0, "count": 0}
+        with self._write_lock:
+            tail = (self._labels_covered - int(snapshot["labels"])) + (
+                self._tombstones_covered - int(snapshot["tombstones"])
+            )
+            if tail >= max(self.snapshot_min_tail, int(snapshot["count"]) // 2):
+                self._write_snapshot()
 
-            def write_points(tmp: Path) -> None:
-                with tmp.open("w", encoding="utf-8") as handle:
-                    for label in live:
-                        handle.write(
-                            json.dumps(
-                                {
-                                    "label": label,
-                                    "id": self._labels[label],
-                                    "payload": self._payloads[label],
-                                },
-                                ensure_ascii=False,
-                            )
-                        )
-                        handle.write("\n")
-
-            points = write_durably(self.path / f"points-{generation}.jsonl", write_points)
-            vectors = self._save_vectors(generation, live)
-            manifest = {
-                "format": self.FORMAT,
-                "version": self.VERSION,
-                "generation": generation,
-                "spec": self.spec.to_dict(),
-                "metric": self.metric,
-                "params": self._persisted_params(),
-                "count": len(live),
-                "next_label": self._next_label,
-                "files": {"points": points, "vectors": vectors},
-            }
-
-            def write_manifest(tmp: Path) -> None:
-                tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-
-            write_durably(self.path / MANIFEST, write_manifest)
-            _fsync_dir(self.path)
-            self._generation = generation
-            self._dirty = False
-            self._remove_stale_files(keep=(points["name"], vectors["name"]))
-
-    def _persisted_params(self) -> dict[str, Any]:
-        return {}
+    def _write_snapshot(self) -> None:
+        """Save the graph (temp file, size check, fsync, rename), then name it in the database."""
+        if not self.KEEPS_SNAPSHOTS or self._writer is None:
+            return
+        with self._write_lock:
+            previous = self._snapshot
+            number = (int(str(previous["file"]).split("-")[1].split(".")[0]) if previous else 0) + 1
+            file = self.path / f"graph-{number}.hnsw"
+            tmp = file.with_name(file.name + ".tmp")
+            try:
+                with self._lock.read():
+                    self._save_snapshot(tmp)
+                with tmp.open("rb+") as handle:
+                    os.fsync(handle.fileno())
+                tmp.replace(file)
+                _fsync_dir(self.path)
+                entry = {
+                    "file": file.name,
+                    "labels": self._labels_covered,
+                    "tombstones": self._tombstones_covered,
+                    "count": self._count,
+                    "bytes": file.stat().st_size,
+                    "sha256": _sha256(file),
+                }
+                with self._transaction() as connection:
+                    connection.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('snapshot', ?)",
+                        (json.dumps(entry),),
+                    )
+                    # Deletions the snapshot covers are in it; readers behind it reload.
+                    connection.execute(
+                        "DELETE FROM tombstones WHERE rowid <= ?", (self._tombstones_covered,)
+                    )
+                    connection.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned_through', ?)",
+                        (json.dumps(self._tombstones_covered),),
+                    )
+            except (OSError, RuntimeError, sqlite3.DatabaseError) as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                with contextlib.suppress(OSError):
+                    if file.exists() and (previous is None or previous["file"] != file.name):
+                        file.unlink()
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise StoreError(
+                    f"cannot write the graph snapshot {file}: {reason}; nothing is lost (the"
+                    " database holds every point, and the next open rebuilds what is missing)"
+                ) from exc
+            self._snapshot = entry
+            if previous is not None:
+                with contextlib.suppress(OSError):
+                    (self.path / str(previous["file"])).unlink()
 
     def close(self) -> None:
-        """Flush, then release the writer lock. Idempotent.
+        """Snapshot the graph if the database is ahead of it, then release everything. Idempotent.
 
-        Thread safety: call once, from one thread.
+        Thread safety: call once, from one thread, after other threads' calls have returned.
         """
         if self._closed:
             return
         try:
-            self.flush()
+            if not self.read_only and self._temporary is None:
+                snapshot = self._snapshot or {"labels": 0, "tombstones": 0}
+                if (self._labels_covered, self._tombstones_covered) != (
+                    int(snapshot["labels"]),
+                    int(snapshot["tombstones"]),
+                ):
+                    self._write_snapshot()
         finally:
             self._closed = True
             self._release()
 
     def _release(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        if self._writer is not None:
+            connections.append(self._writer)
+            self._writer = None
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
         if self._writer_lock is not None:
             self._writer_lock.release()
             self._writer_lock = None
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
 
     def __del__(self) -> None:
-        # Never flush from a finalizer (it may run at interpreter exit); just drop the lock.
+        # Never snapshot from a finalizer (it may run at interpreter exit); just let go.
         with contextlib.suppress(Exception):
-            self._release()
+            if not self._closed:
+                self._closed = True
+                self._release()

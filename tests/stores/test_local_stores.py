@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -62,8 +61,6 @@ def test_capacity_grows_and_ef_is_persisted(tmp_path: Path) -> None:
         for start in range(0, 3000, 500):
             store.upsert(make_records(vectors[start : start + 500], offset=start))
         assert store.count() == 3000
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["params"]["ef_search"] == 77
     reopened = HnswStore(tmp_path, read_only=True)
     assert reopened.params.ef_search == 77
     assert reopened._index.ef == 77
@@ -80,13 +77,47 @@ def test_deleted_slots_are_reused(tmp_path: Path) -> None:
         assert store._index.get_current_count() == 100
 
 
-def test_flush_writes_one_generation_and_cleans_up(tmp_path: Path) -> None:
+def test_close_writes_one_snapshot_and_removes_the_previous(tmp_path: Path) -> None:
     with HnswStore(tmp_path, SPEC) as store:
         store.upsert(make_records(unit_vectors(10)))
-        store.flush()
+    with HnswStore(tmp_path, SPEC) as store:
         store.upsert(make_records(unit_vectors(10, seed=1), offset=10))
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["LOCK", "index-2.bin", "manifest.json", "points-2.jsonl"]
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("store.sqlite3-"))
+    assert names == ["LOCK", "graph-2.hnsw", "store.sqlite3"]
+
+
+def test_flush_is_a_commit_not_a_rewrite(tmp_path: Path) -> None:
+    """Defect 7: a flush used to rewrite and re-hash every file (O(N) per flush)."""
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(unit_vectors(300)))
+    snapshot = tmp_path / "graph-1.hnsw"
+    before = snapshot.stat().st_mtime_ns, snapshot.read_bytes()
+    with HnswStore(tmp_path, SPEC) as store:
+        for i in range(5):
+            store.upsert(make_records(unit_vectors(1, seed=100 + i), offset=300 + i))
+            store.flush()
+        # The graph file is untouched by small flushes; the points are durable in SQLite.
+        assert (snapshot.stat().st_mtime_ns, snapshot.read_bytes()) == before
+        assert HnswStore(tmp_path, read_only=True).count() == 305
+
+
+def test_writes_are_durable_without_flush_or_close(tmp_path: Path) -> None:
+    """A writer killed before any flush or close keeps every acknowledged upsert and delete."""
+    code = (
+        "import os\n"
+        "from sbert_retrieval.stores import HnswStore\n"
+        "from tests.stores.contract import SPEC, make_records, pid, unit_vectors\n"
+        f"store = HnswStore({str(tmp_path)!r}, SPEC)\n"
+        "store.upsert(make_records(unit_vectors(40)))\n"
+        "store.delete([pid(3)])\n"
+        "os._exit(0)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+    with HnswStore(tmp_path, SPEC) as store:
+        assert store.count() == 39
+        assert store.get([pid(3)]) == []
+        assert store.search(unit_vectors(40)[7], 1)[0][0].id == pid(7)
 
 
 def test_read_only_store_refuses_writes(tmp_path: Path) -> None:
@@ -129,47 +160,78 @@ def test_lock_of_a_killed_writer_is_not_stale(tmp_path: Path) -> None:
     HnswStore(tmp_path, SPEC).close()
 
 
-def test_corrupted_index_file_is_named(tmp_path: Path) -> None:
+def _search_ids(store: HnswStore, queries: np.ndarray) -> list[list[str]]:
+    return [[h.id for h in row] for row in store.search(queries, 5)]
+
+
+def test_damaged_snapshot_is_rebuilt_from_the_database(tmp_path: Path) -> None:
+    vectors = unit_vectors(200)
     with HnswStore(tmp_path, SPEC) as store:
-        store.upsert(make_records(unit_vectors(20)))
-    index_file = next(tmp_path.glob("index-*.bin"))
-    data = bytearray(index_file.read_bytes())
+        store.upsert(make_records(vectors))
+        store.delete([pid(5)])
+        expected = _search_ids(store, vectors[:20])
+    snapshot = next(tmp_path.glob("graph-*.hnsw"))
+    data = bytearray(snapshot.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
-    with pytest.raises(StoreCorruptedError, match=index_file.name):
-        HnswStore(tmp_path, SPEC)
+    snapshot.write_bytes(bytes(data))
+    with HnswStore(tmp_path, SPEC) as store:
+        assert store.count() == 199
+        assert _search_ids(store, vectors[:20]) == expected
+    # Closing wrote a sound snapshot again.
+    with HnswStore(tmp_path, SPEC) as store:
+        assert store._snapshot is not None and store.count() == 199
 
 
-def test_missing_data_file_is_named(tmp_path: Path) -> None:
+def test_missing_snapshot_is_rebuilt_from_the_database(tmp_path: Path) -> None:
+    vectors = unit_vectors(50)
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(make_records(vectors))
+    next(tmp_path.glob("graph-*.hnsw")).unlink()
+    with HnswStore(tmp_path, read_only=True) as reader:
+        assert reader.count() == 50
+        assert reader.search(vectors[9], 1)[0][0].id == pid(9)
+
+
+def test_damaged_database_is_named(tmp_path: Path) -> None:
     with ExactStore(tmp_path, SPEC) as store:
         store.upsert(make_records(unit_vectors(20)))
-    points = next(tmp_path.glob("points-*.jsonl"))
-    points.unlink()
-    with pytest.raises(StoreCorruptedError, match="missing"):
+    database = tmp_path / "store.sqlite3"
+    database.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreCorruptedError, match=r"store\.sqlite3"):
         ExactStore(tmp_path, SPEC)
 
 
-def test_unfinished_flush_leftovers_are_ignored_and_removed(tmp_path: Path) -> None:
+def test_unfinished_snapshot_leftovers_are_ignored_and_removed(tmp_path: Path) -> None:
     with HnswStore(tmp_path, SPEC) as store:
         store.upsert(make_records(unit_vectors(20)))
-    # What a crash between writing the next generation's files and its manifest leaves behind.
-    (tmp_path / "points-2.jsonl.tmp").write_text("{half")
-    (tmp_path / "index-2.bin").write_bytes(b"\x00" * 100)
+    # What a crash while writing the next snapshot leaves behind.
+    (tmp_path / "graph-2.hnsw.tmp").write_bytes(b"\x00" * 100)
+    (tmp_path / "graph-2.hnsw").write_bytes(b"\x00" * 100)
     with HnswStore(tmp_path, SPEC) as store:
         assert store.count() == 20
-    assert not (tmp_path / "points-2.jsonl.tmp").exists()
-    assert not (tmp_path / "index-2.bin").exists()
+        assert not (tmp_path / "graph-2.hnsw.tmp").exists()
+        assert not (tmp_path / "graph-2.hnsw").exists()
 
 
-def test_store_files_before_the_first_manifest_mean_an_empty_store(tmp_path: Path) -> None:
-    (tmp_path / "index-1.bin").write_bytes(b"partial")
+def test_an_empty_database_file_is_a_new_store(tmp_path: Path) -> None:
+    (tmp_path / "store.sqlite3").write_bytes(b"")
     with HnswStore(tmp_path, SPEC) as store:
         assert store.count() == 0
-    # Closing commits the empty store as generation 1: the partial file is replaced by a
-    # complete one that the manifest names, and the store reopens empty with its spec.
-    assert (tmp_path / "index-1.bin").read_bytes() != b"partial"
     with HnswStore(tmp_path) as reopened:
         assert reopened.count() == 0 and reopened.spec == SPEC
+
+
+def test_an_index_of_the_older_format_names_the_command_that_converts_it(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"format": "sbert-retrieval/hnsw", "version": 1}')
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match=f"sbert-retrieval migrate-index {tmp_path}"):
+            HnswStore(tmp_path, SPEC, read_only=read_only)
+
+
+def test_a_store_of_another_kind_is_refused(tmp_path: Path) -> None:
+    ExactStore(tmp_path, SPEC).close()
+    with pytest.raises(StoreError, match="sbert-retrieval/exact"):
+        HnswStore(tmp_path, SPEC)
 
 
 def test_uncreatable_directory_is_a_clear_error(tmp_path: Path) -> None:
@@ -217,17 +279,20 @@ def test_read_only_directory_is_a_clear_error() -> None:
     assert "not writable" in lines[1] and "read_only=True" in lines[1]
 
 
-def test_disk_full_is_a_store_error(tmp_path: Path) -> None:
+def test_disk_full_never_commits_a_partial_snapshot(tmp_path: Path) -> None:
     if not Path("/dev/full").exists():
         pytest.skip("/dev/full is needed to simulate a full disk")
+    vectors = unit_vectors(50)
     store = HnswStore(tmp_path, SPEC)
-    store.upsert(make_records(unit_vectors(5)))
-    (tmp_path / "points-1.jsonl.tmp").symlink_to("/dev/full")
-    with pytest.raises(StoreError, match="No space left"):
-        store.flush()
-    # Nothing committed was lost: the previous state (empty) still opens.
-    store._release()
-    assert HnswStore(tmp_path, SPEC).count() == 0
+    store.upsert(make_records(vectors))
+    (tmp_path / "graph-1.hnsw.tmp").symlink_to("/dev/full")
+    with pytest.raises(StoreError, match=r"disk full|No space left"):
+        store.close()
+    assert not list(tmp_path.glob("graph-*"))
+    # Nothing acknowledged was lost: the database holds it, and the graph is rebuilt from it.
+    with HnswStore(tmp_path, SPEC) as reopened:
+        assert reopened.count() == 50
+        assert reopened.search(vectors[4], 1)[0][0].id == pid(4)
 
 
 def test_filtered_search_uses_the_graph_for_broad_filters(tmp_path: Path) -> None:
