@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_flags(sts, model_help="hub id or local path (default all-MiniLM-L6-v2)")
     sts.add_argument("--prefix", default="", help="text before each sentence")
     sts.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+    migrate = commands.add_parser(
+        "migrate-index",
+        help="convert a local index of the older file format to the current one",
+        description=(
+            "Convert, in place, a local index written before the SQLite format (a directory"
+            " holding manifest.json). Safe to re-run if interrupted."
+        ),
+    )
+    migrate.add_argument("index", help="the index directory")
+    migrate.add_argument("--json", action="store_true", help="print the report as JSON")
 
     serve = commands.add_parser(
         "serve",
@@ -613,6 +624,12 @@ def _cmd_eval_sts(args: argparse.Namespace) -> dict[str, Any]:
     return evaluate_sts(pairs, _encoder(args, args.model), prefix=args.prefix).to_dict()
 
 
+def _cmd_migrate_index(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.stores.migrate import migrate_index
+
+    return asdict(migrate_index(args.index))
+
+
 def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     from sbert_retrieval.errors import SbertRetrievalError
 
@@ -744,6 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sts": _cmd_eval_sts,
         "serve": _cmd_serve,
         "train": _cmd_train,
+        "migrate-index": _cmd_migrate_index,
     }
     name = args.benchmark if args.command == "eval" else args.command
     try:
