@@ -85,7 +85,14 @@ from sbert_retrieval.stores.base import (
     check_spec,
     validate_queries,
 )
-from sbert_retrieval.stores.filters import Condition, Filter, FilterLike, Scalar, parse_filter
+from sbert_retrieval.stores.filters import (
+    AnyOf,
+    Condition,
+    Filter,
+    FilterLike,
+    Scalar,
+    parse_filter,
+)
 
 __all__ = [
     "DISTANCES",
@@ -324,8 +331,56 @@ def _match_any(key: str, values: Sequence[Scalar]) -> models.Condition:
 _RANGE_ARGS = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}
 
 
+def _has_value(key: str) -> models.Condition:
+    """True when ``key`` holds a non-null value (``$exists: true``).
+
+    ``match: {"except": []}`` holds for every non-null value (of the list's elements, for a
+    list), objects and nested lists included. Qdrant's ``is_empty`` is not used: it calls
+    ``[null]`` non-empty, and this filter language says such a field holds no value.
+    """
+    return models.FieldCondition(key=key, match=models.MatchExcept.model_validate({"except": []}))
+
+
+def _qdrant_condition(condition: Condition) -> tuple[models.Condition, bool]:
+    """``(condition, negate)``: the positive Qdrant condition and whether it goes in must_not."""
+    key = payload_key(condition)
+    if condition.exists is not None:
+        return _has_value(key), not condition.exists
+    if condition.equals is not None:
+        return _match_any(key, condition.equals), condition.negated
+    bounds = {_RANGE_ARGS[op]: bound for op, bound in condition.range}
+    return models.FieldCondition(key=key, range=models.Range(**bounds)), condition.negated
+
+
+def _qdrant_filter(parsed: Filter) -> models.Filter:
+    must: list[models.Condition] = []
+    must_not: list[models.Condition] = []
+    for clause in parsed.conditions:
+        if isinstance(clause, AnyOf):
+            must.append(models.Filter(should=[_qdrant_option(f) for f in clause.filters]))
+            continue
+        translated, negate = _qdrant_condition(clause)
+        (must_not if negate else must).append(translated)
+    return models.Filter(must=must, must_not=must_not or None)
+
+
+def _qdrant_option(parsed: Filter) -> models.Condition:
+    """One alternative of a ``should``: a lone positive condition as itself, else a filter."""
+    translated = _qdrant_filter(parsed)
+    must = translated.must
+    if translated.must_not is None and isinstance(must, list) and len(must) == 1:
+        return must[0]
+    return translated
+
+
 def to_qdrant_filter(spec: FilterLike | None) -> models.Filter | None:
     """Translate a filter of :mod:`sbert_retrieval.stores.filters` into a Qdrant filter.
+
+    Equality is ``match`` (``value``/``any``; str, int and bool kept apart), a range is
+    ``range``, ``$ne``/``$nin`` the same ``match`` under ``must_not``, ``$exists`` a
+    ``match: {"except": []}`` (under ``must_not`` for ``false``), ``$or`` a nested filter of
+    ``should`` alternatives, ``$and`` the enclosing ``must``. Qdrant's local mode gives exactly
+    :meth:`~sbert_retrieval.stores.filters.Filter.matches`' results (a property test checks it).
 
     Raises:
         InvalidFilterError: A malformed filter (see :func:`parse_filter`).
@@ -333,15 +388,7 @@ def to_qdrant_filter(spec: FilterLike | None) -> models.Filter | None:
     parsed: Filter | None = parse_filter(spec)
     if parsed is None:
         return None
-    must: list[models.Condition] = []
-    for condition in parsed.conditions:
-        key = payload_key(condition)
-        if condition.equals is not None:
-            must.append(_match_any(key, condition.equals))
-        else:
-            bounds = {_RANGE_ARGS[op]: bound for op, bound in condition.range}
-            must.append(models.FieldCondition(key=key, range=models.Range(**bounds)))
-    return models.Filter(must=must)
+    return _qdrant_filter(parsed)
 
 
 # -- the store ---------------------------------------------------------------------------------
