@@ -8,7 +8,7 @@ from typing import Any
 
 from sbert_retrieval.documents import Chunk, Document
 
-__all__ = ["ChunkingConfig", "TokenChunker"]
+__all__ = ["ChunkingConfig", "TokenChunker", "check_window"]
 
 DEFAULT_OVERLAP = 32
 
@@ -21,14 +21,56 @@ class ChunkingConfig:
         chunk_tokens: Content tokens per window (special tokens and the passage prefix are not
             counted). ``None`` (default) uses everything the encoder keeps:
             ``max_seq_length`` minus special tokens minus the prefix.
-        overlap: Tokens shared by consecutive windows (default 32); must be < ``chunk_tokens``.
+        overlap: Tokens shared by consecutive windows (default 32); must be < the window, be it
+            ``chunk_tokens`` or the one derived from the encoder (checked there, by
+            :meth:`TokenChunker.for_encoder`).
         align_to_words: Move window edges back to word starts so no word is split across windows
             (default ``True``; a single word longer than a window is still cut).
+
+    Raises:
+        ValueError: ``chunk_tokens < 1``, ``overlap < 0``, or ``overlap >= chunk_tokens``.
     """
 
     chunk_tokens: int | None = None
     overlap: int = DEFAULT_OVERLAP
     align_to_words: bool = True
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens is not None:
+            check_window(self.chunk_tokens, self.overlap)
+        elif self.overlap < 0:
+            raise ValueError(f"overlap must be >= 0 tokens, got {self.overlap}")
+
+
+def check_window(chunk_tokens: int, overlap: int, *, derived: str = "") -> None:
+    """Raise ValueError unless ``chunk_tokens >= 1`` and ``0 <= overlap < chunk_tokens``.
+
+    An overlap as large as the window would advance each window by one token (or none), so it
+    is refused, with what to change.
+
+    Args:
+        chunk_tokens: Content tokens per window.
+        overlap: Tokens shared by consecutive windows.
+        derived: How ``chunk_tokens`` was derived from the encoder, when it was (it cannot be
+            raised then, so only lowering the overlap is suggested).
+    """
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    if 0 <= overlap < chunk_tokens:
+        return
+    if overlap < 0:
+        fix = "use an overlap >= 0"
+    elif derived:
+        fix = f"lower the overlap to at most {chunk_tokens - 1}"
+    else:
+        fix = (
+            f"lower the overlap to at most {chunk_tokens - 1} or raise chunk_tokens above {overlap}"
+        )
+    window = f"chunk_tokens={chunk_tokens}" + (f" ({derived})" if derived else "")
+    raise ValueError(
+        f"overlap must be in [0, chunk_tokens={chunk_tokens}), got overlap={overlap} for"
+        f" {window}: {fix}"
+    )
 
 
 class TokenChunker:
@@ -52,10 +94,7 @@ class TokenChunker:
         overlap: int = DEFAULT_OVERLAP,
         align_to_words: bool = True,
     ) -> None:
-        if chunk_tokens < 1:
-            raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
-        if not 0 <= overlap < chunk_tokens:
-            raise ValueError(f"overlap must be in [0, chunk_tokens={chunk_tokens}), got {overlap}")
+        check_window(chunk_tokens, overlap)
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("TokenChunker needs a fast tokenizer (one with a tokenizer.json)")
         self.tokenizer = tokenizer
@@ -73,7 +112,8 @@ class TokenChunker:
         different threads.
 
         Raises:
-            ValueError: ``config.chunk_tokens`` exceeds what the encoder keeps.
+            ValueError: ``config.chunk_tokens`` exceeds what the encoder keeps, or the overlap
+                is not below the window (``config.chunk_tokens``, else the encoder's budget).
         """
         from transformers import AutoTokenizer
 
@@ -91,11 +131,19 @@ class TokenChunker:
                 f" - {encoder.special_tokens_count} special"
                 f" - {prefix_tokens} prefix); choose chunk_tokens <= {budget}"
             )
-        overlap = min(config.overlap, chunk_tokens - 1)
+        if config.chunk_tokens is None:
+            check_window(
+                chunk_tokens,
+                config.overlap,
+                derived=(
+                    f"the encoder's budget: max_seq_length {encoder.max_seq_length}"
+                    f" - {encoder.special_tokens_count} special - {prefix_tokens} prefix"
+                ),
+            )
         return cls(
             tokenizer,
             chunk_tokens=chunk_tokens,
-            overlap=overlap,
+            overlap=config.overlap,
             align_to_words=config.align_to_words,
         )
 

@@ -7,14 +7,17 @@ file and line, so one bad record never stops a batch.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import json
 import os
+import stat
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sbert_retrieval.errors import InvalidRecordError
 
@@ -104,11 +107,40 @@ def _document_from_json(
     return Document(id=str(doc_id), text=text, metadata=metadata)
 
 
-def _open_binary(path: Path) -> Any:
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for binary reading, only if it is a regular file.
+
+    Opened non-blocking and checked with ``fstat`` before anything is read, so a FIFO (whose
+    plain ``open`` waits forever for a writer), a socket or a device put in a file's place is
+    refused at once.
+
+    Raises:
+        OSError: It cannot be opened, or it is not a regular file (``strerror`` says what it is).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"{_file_kind(mode)}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file (see :func:`_open_regular`)."""
+    with _open_regular(path) as handle:
+        return handle.read()
+
+
+def _decompressed(raw: BinaryIO, path: Path) -> Any:
+    """A context manager giving ``raw``'s bytes, gunzipped when ``path`` ends with ``.gz``."""
     # Binary, decoded line by line: a bad byte is reported on its own line and reading goes on.
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return path.open("rb")
+    if path.name.lower().endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return contextlib.nullcontext(raw)
 
 
 MAX_JSON_DEPTH = 64
@@ -131,9 +163,7 @@ def _json_problem(value: Any) -> str | None:
         if depth > MAX_JSON_DEPTH:
             return f"nested deeper than {MAX_JSON_DEPTH} levels"
         if isinstance(node, str):
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
+            if not _is_utf8(node):
                 return "a string holds a lone surrogate escape (invalid Unicode)"
         elif isinstance(node, dict):
             stack.extend((key, depth + 1) for key in node)
@@ -157,13 +187,13 @@ def load_jsonl(path: str | os.PathLike[str], *, join_title: bool = False) -> Ite
         A :class:`Document` or an :class:`InvalidRecordError` for each non-blank line.
     """
     file = Path(path)
-    source = str(file)
+    source = _shown(file)
     try:
-        handle = _open_binary(file)
+        raw = _open_regular(file)
     except OSError as exc:
         yield InvalidRecordError(source, "", f"cannot open: {exc.strerror or exc}")
         return
-    with handle:
+    with raw, _decompressed(raw, file) as handle:
         lineno = 0
         while True:
             lineno += 1
@@ -202,33 +232,208 @@ def load_jsonl(path: str | os.PathLike[str], *, join_title: bool = False) -> Ite
             yield _document_from_json(record, source, f"line {lineno}", join_title=join_title)
 
 
+def _shown(path: str | os.PathLike[str]) -> str:
+    """A printable, strictly UTF-8 form of a path, for reports.
+
+    Bytes that are not UTF-8 reach Python as surrogate escapes (``b"\\xff"`` becomes
+    ``"\\udcff"``); they are written out as that escape (``bad\\udcff.txt``) so a report can
+    always be printed and dumped as JSON.
+    """
+    return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as strict UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (for skip reasons)."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "an unknown kind of file"
+
+
+@dataclass(frozen=True)
+class _FoundFile:
+    """A regular file to read as one document.
+
+    Attributes:
+        path: The file as found (below a folder: the folder as given joined with ``rel``).
+        doc_id: Its document id (see :func:`load_text_folder` and :func:`iter_documents`).
+        rel: Its path relative to the folder, POSIX form (a symlink keeps its own name); the
+            file name for a file given directly. Stored as metadata ``source``.
+    """
+
+    path: Path
+    doc_id: str
+    rel: str
+
+
+def _walk_folder(
+    root: Path, suffixes: tuple[str, ...]
+) -> Iterator[_FoundFile | InvalidRecordError]:
+    """The regular files below ``root`` whose names end with ``suffixes``, depth first, sorted.
+
+    Nothing is opened here: each entry is classified with ``lstat`` (and ``stat`` through a
+    symlink), so FIFOs, sockets and devices never block the walk. Skipped with a report (an
+    :class:`InvalidRecordError` naming the entry, printable even for undecodable names):
+    symlinks that point outside the root (to a file or a folder), dangling or looping symlinks,
+    special files, names that are not valid UTF-8, folders that cannot be listed. Symlinks to
+    folders inside the root are not followed (what they hold is found under its real path, and
+    loops cannot form). A root that does not exist yields nothing.
+    """
+    try:
+        base = root.resolve(strict=True)
+    except OSError:
+        return
+    walk = _Walk(base, base.as_posix(), suffixes)
+    stack: list[_Listing] = []
+    folder_to_enter: tuple[Path, str] | None = (root, "")
+    while True:
+        if folder_to_enter is not None:
+            listed = _list_folder(*folder_to_enter)
+            if isinstance(listed, InvalidRecordError):
+                yield listed
+            else:
+                stack.append(listed)
+        if not stack:
+            return
+        folder, prefix, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            folder_to_enter = None
+            continue
+        item = walk.classify(entry, folder / entry.name, prefix + entry.name)
+        # A subfolder is entered at once (depth first): the order of sorting the full paths.
+        folder_to_enter = item if isinstance(item, tuple) else None
+        if isinstance(item, (_FoundFile, InvalidRecordError)):
+            yield item
+
+
+_Listing = tuple[Path, str, Iterator["os.DirEntry[str]"]]
+
+
+def _list_folder(folder: Path, prefix: str) -> _Listing | InvalidRecordError:
+    """A folder's entries sorted by name (read at once: no handle stays open), or why not."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError as exc:
+        return InvalidRecordError(
+            _shown(folder), "", f"cannot list folder: {exc.strerror or exc}; skipped"
+        )
+    return folder, prefix, iter(entries)
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """One folder walk: the resolved root, its id prefix and the wanted name suffixes."""
+
+    base: Path
+    base_id: str
+    suffixes: tuple[str, ...]
+
+    def classify(
+        self, entry: os.DirEntry[str], path: Path, rel: str
+    ) -> _FoundFile | InvalidRecordError | tuple[Path, str] | None:
+        """One entry: a file to read, a problem to report, a folder to enter, or nothing."""
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                return (path, rel + "/")
+            is_link = entry.is_symlink()
+        except OSError as exc:
+            return InvalidRecordError(
+                _shown(path), "", f"cannot stat: {exc.strerror or exc}; skipped"
+            )
+        wanted = entry.name.lower().endswith(self.suffixes)
+        if is_link:
+            try:
+                info = path.stat()
+            except OSError as exc:
+                if not wanted:
+                    return None
+                try:
+                    target = str(path.readlink())
+                except OSError:
+                    target = "?"
+                what = "dangling" if isinstance(exc, FileNotFoundError) else "unresolvable"
+                return InvalidRecordError(
+                    _shown(path),
+                    "",
+                    f"{what} symlink (to '{_shown(target)}': {exc.strerror or exc}); skipped",
+                )
+            if not (wanted or stat.S_ISDIR(info.st_mode)):
+                return None
+            target_path = Path(os.path.realpath(path))
+            if not target_path.is_relative_to(self.base):
+                return InvalidRecordError(
+                    _shown(path),
+                    "",
+                    f"symlink points outside the ingest root ({_shown(target_path)}); skipped",
+                )
+            if stat.S_ISDIR(info.st_mode):
+                return None  # reached under its real path inside the root
+        else:
+            if not wanted:
+                return None
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                return InvalidRecordError(
+                    _shown(path), "", f"cannot stat: {exc.strerror or exc}; skipped"
+                )
+        if not stat.S_ISREG(info.st_mode):
+            return InvalidRecordError(
+                _shown(path),
+                "",
+                f"{_file_kind(info.st_mode)}, not a regular file; skipped unopened",
+            )
+        doc_id = f"{self.base_id}/{rel}"
+        if not _is_utf8(doc_id):
+            return InvalidRecordError(_shown(path), "", "file name is not valid UTF-8; skipped")
+        return _FoundFile(path, doc_id, rel)
+
+
 def load_text_folder(
     path: str | os.PathLike[str], *, suffixes: Iterable[str] = TEXT_SUFFIXES
 ) -> Iterator[LoadedRecord]:
     """Stream one document per text file below a folder, recursively, in sorted order.
 
-    The id is the file's path relative to the folder (``notes/a.md``); metadata holds
-    ``source`` (that relative path) and, for Markdown, ``title`` from the first ``# `` heading.
+    The id is the folder's resolved absolute path joined with the file's path relative to it,
+    in POSIX form (``/data/docs/notes/a.md``): unique across folders, the same on every run for
+    the same folder, and different once the folder moves. A symlink inside the folder keeps
+    its own relative path. Metadata holds ``source`` (the path relative to the folder) and, for
+    Markdown, ``title`` from the first ``# `` heading.
+
+    Reported as an :class:`InvalidRecordError` and skipped, never opened: symlinks whose target
+    leaves the folder, dangling symlinks, FIFOs, sockets and devices, and names that are not
+    valid UTF-8 (shown with the bad bytes escaped, e.g. ``bad\\udcff.txt``). Symlinks to
+    folders are not followed (one inside the folder is read under its real path). A folder
+    that does not exist yields nothing.
     """
-    root = Path(path)
     wanted = tuple(s.lower() for s in suffixes)
-    for file in sorted(
-        p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(wanted)
-    ):
-        rel = file.relative_to(root).as_posix()
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = str(file).encode("utf-8", "backslashreplace").decode()
-            yield InvalidRecordError(shown, "", "file name is not valid UTF-8")
-            continue
-        yield _document_from_file(file, rel)
+    for item in _walk_folder(Path(path), wanted):
+        yield item if isinstance(item, InvalidRecordError) else _document_from_file(item)
 
 
-def _document_from_file(file: Path, doc_id: str) -> LoadedRecord:
-    source = str(file)
+def _document_from_file(found: _FoundFile) -> LoadedRecord:
+    source = _shown(found.path)
     try:
-        raw = file.read_bytes()
+        raw = _read_regular(found.path)
     except OSError as exc:
         return InvalidRecordError(source, "", f"cannot read: {exc.strerror or exc}")
     try:
@@ -241,13 +446,13 @@ def _document_from_file(file: Path, doc_id: str) -> LoadedRecord:
         )
     if not text.strip():
         return InvalidRecordError(source, "", "empty text")
-    metadata: dict[str, Any] = {"source": doc_id}
-    if file.suffix.lower() in (".md", ".markdown"):
+    metadata: dict[str, Any] = {"source": found.rel}
+    if found.path.suffix.lower() in (".md", ".markdown"):
         for line in text.splitlines():
             if line.startswith("# "):
                 metadata["title"] = line[2:].strip()
                 break
-    return Document(id=doc_id, text=text, metadata=metadata)
+    return Document(id=found.doc_id, text=text, metadata=metadata)
 
 
 def load_beir_corpus(path: str | os.PathLike[str]) -> Iterator[LoadedRecord]:
@@ -263,7 +468,7 @@ def load_beir_corpus(path: str | os.PathLike[str]) -> Iterator[LoadedRecord]:
                 break
         else:
             yield InvalidRecordError(
-                str(root), "", "no corpus.jsonl or corpus.jsonl.gz in this folder"
+                _shown(root), "", "no corpus.jsonl or corpus.jsonl.gz in this folder"
             )
             return
     yield from load_jsonl(root, join_title=True)
@@ -273,24 +478,49 @@ def iter_documents(paths: Iterable[str | os.PathLike[str]]) -> Iterator[LoadedRe
     """Stream documents from any mix of JSONL files, BEIR folders, text folders and text files.
 
     A folder holding ``corpus.jsonl[.gz]`` is read as a BEIR corpus; any other folder as text
-    files (and ``.jsonl`` files inside it as JSONL). A path that does not exist is reported as an
-    invalid record.
+    files (ids as in :func:`load_text_folder`), then the ``.jsonl`` files inside it as JSONL.
+    A text file given directly gets its resolved absolute path (POSIX form) as its id; JSONL
+    and BEIR ids come from the records. A path that does not exist, is not a regular file or
+    folder, or (for a text file) has a name that is not valid UTF-8 is reported as an invalid
+    record, never opened.
     """
     for raw in paths:
         path = Path(raw)
         name = path.name.lower()
-        if path.is_dir():
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            yield InvalidRecordError(_shown(path), "", "no such file or folder")
+            continue
+        except OSError as exc:
+            yield InvalidRecordError(_shown(path), "", f"cannot stat: {exc.strerror or exc}")
+            continue
+        if stat.S_ISDIR(mode):
             if (path / "corpus.jsonl").is_file() or (path / "corpus.jsonl.gz").is_file():
                 yield from load_beir_corpus(path)
                 continue
-            yield from load_text_folder(path)
-            for jsonl in sorted(
-                p for p in path.rglob("*") if p.name.lower().endswith(_JSONL_SUFFIXES)
-            ):
-                yield from load_jsonl(jsonl)
-        elif path.is_file() and name.endswith(_JSONL_SUFFIXES):
+            found = list(_walk_folder(path, TEXT_SUFFIXES + _JSONL_SUFFIXES))
+            jsonl = [f for f in found if isinstance(f, _FoundFile) and _is_jsonl(f.rel)]
+            for item in found:
+                if isinstance(item, InvalidRecordError):
+                    yield item
+                elif not _is_jsonl(item.rel):
+                    yield _document_from_file(item)
+            for item in jsonl:
+                yield from load_jsonl(item.path)
+        elif not stat.S_ISREG(mode):
+            yield InvalidRecordError(
+                _shown(path), "", f"{_file_kind(mode)}, not a regular file; skipped unopened"
+            )
+        elif name.endswith(_JSONL_SUFFIXES):
             yield from (load_beir_corpus(path) if name.startswith("corpus.") else load_jsonl(path))
-        elif path.is_file():
-            yield _document_from_file(path, path.name)
         else:
-            yield InvalidRecordError(str(path), "", "no such file or folder")
+            doc_id = path.resolve().as_posix()
+            if not _is_utf8(doc_id):
+                yield InvalidRecordError(_shown(path), "", "file name is not valid UTF-8; skipped")
+                continue
+            yield _document_from_file(_FoundFile(path, doc_id, path.name))
+
+
+def _is_jsonl(name: str) -> bool:
+    return name.lower().endswith(_JSONL_SUFFIXES)

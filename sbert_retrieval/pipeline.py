@@ -3,12 +3,14 @@
 Point ids are UUIDs derived from (document id, chunk index, chunk text), so re-ingesting an
 unchanged document computes the same ids and skips the encoder entirely, a changed document gets
 new ids for its changed chunks and loses its stale ones, and a run killed half-way is finished by
-running it again.
+running it again. Chunks whose ids are kept but whose payload would change (new metadata, shifted
+offsets) get the new payload without being encoded again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import threading
@@ -33,6 +35,7 @@ __all__ = [
     "IngestReport",
     "IngestionPipeline",
     "RecordFailure",
+    "chunk_payload",
     "point_id",
 ]
 
@@ -46,6 +49,30 @@ def point_id(doc_id: str, chunk_index: int, text: str) -> str:
     """The deterministic id of a chunk: a UUID (Qdrant accepts it as is)."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return str(uuid.uuid5(_NAMESPACE, f"{doc_id}\x1f{chunk_index}\x1f{digest}"))
+
+
+def chunk_payload(chunk: Chunk) -> dict[str, Any]:
+    """The payload the pipeline stores with a chunk's vector.
+
+    Keys: ``doc_id``, ``chunk_index``, ``text``, ``start`` / ``end`` (character offsets into
+    the document's text) and ``metadata`` (a copy of the document's metadata).
+    """
+    return {
+        "doc_id": chunk.doc_id,
+        "chunk_index": chunk.index,
+        "text": chunk.text,
+        "start": chunk.start,
+        "end": chunk.end,
+        "metadata": dict(chunk.metadata),
+    }
+
+
+def _as_stored(payload: dict[str, Any]) -> Any:
+    """``payload`` as a store gives it back (through JSON: tuples become lists, and so on)."""
+    try:
+        return json.loads(json.dumps(payload, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return None  # never equal to a stored payload; the store names the problem on write
 
 
 @dataclass(frozen=True)
@@ -97,12 +124,14 @@ class IngestReport:
 
     Attributes:
         added: Documents new to the store.
-        updated: Documents whose chunks changed (stale chunks deleted, new ones added).
-        unchanged: Documents already stored exactly as given (not re-encoded).
+        updated: Documents whose chunks or payloads changed (stale chunks deleted, new ones
+            added, kept chunks given their new payload, e.g. after a metadata-only edit).
+        unchanged: Documents already stored exactly as given, payloads included (not re-encoded).
         failed: Records skipped; see ``failures``.
         chunks: Chunks encoded and written in this run.
         truncated: Chunks (or, in truncate mode, documents) cut at ``max_seq_length``.
         deleted: Stale chunks removed from updated documents.
+        payloads_updated: Kept chunks whose payload was rewritten without re-encoding.
         seconds: Wall time of the run.
         failures: Each skipped record with its location and reason.
     """
@@ -114,6 +143,7 @@ class IngestReport:
     chunks: int = 0
     truncated: int = 0
     deleted: int = 0
+    payloads_updated: int = 0
     seconds: float = 0.0
     failures: tuple[RecordFailure, ...] = ()
 
@@ -132,6 +162,7 @@ class _Tally:
     chunks: int = 0
     truncated: int = 0
     deleted: int = 0
+    payloads_updated: int = 0
     failures: list[RecordFailure] = field(default_factory=list)
 
 
@@ -142,6 +173,8 @@ class _Plan:
     documents: int
     to_write: list[tuple[str, Chunk]]
     stale: list[str]
+    #: Kept points whose payload differs from the one stored: point id → new payload.
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Cancelled(Exception):
@@ -276,6 +309,7 @@ class IngestionPipeline:
             chunks=tally.chunks,
             truncated=tally.truncated,
             deleted=tally.deleted,
+            payloads_updated=tally.payloads_updated,
             seconds=time.perf_counter() - started,
             failures=tuple(tally.failures),
         )
@@ -362,11 +396,18 @@ class IngestionPipeline:
         return self.chunker.chunk_many(documents)
 
     def _plan(self, documents: list[Document], tally: _Tally) -> _Plan:
-        """Chunk a batch and diff it against the store: what to encode, what to delete."""
+        """Chunk a batch and diff it against the store: what to encode, rewrite and delete.
+
+        Reads the store only (writes are the writer stage's): the ids of each document, and the
+        stored payloads of the chunks whose ids are kept, compared with what :func:`chunk_payload`
+        gives now. A document counts as updated when any chunk is new or stale or any kept
+        payload differs.
+        """
         per_doc = self._chunk(documents)
         existing = self.store.ids_by_document(doc.id for doc in documents)
         to_write: list[tuple[str, Chunk]] = []
         stale: list[str] = []
+        kept: list[tuple[list[tuple[str, Chunk]], bool]] = []
         for doc, chunks in zip(documents, per_doc, strict=True):
             if not chunks:
                 source = str(doc.metadata.get("source", "input"))
@@ -377,41 +418,56 @@ class IngestionPipeline:
             ids = [point_id(doc.id, c.index, c.text) for c in chunks]
             old = existing.get(doc.id, set())
             new = set(ids)
-            if new == old:
-                tally.unchanged += 1
-                continue
+            if not old:
+                tally.added += 1
+            pairs = list(zip(ids, chunks, strict=True))
+            to_write.extend((pid, chunk) for pid, chunk in pairs if pid not in old)
+            stale.extend(old - new)
             if old:
+                kept.append(([(p, c) for p, c in pairs if p in old], new != old))
+        payloads = self._changed_payloads(kept, tally)
+        return _Plan(len(documents), to_write, stale, payloads)
+
+    def _changed_payloads(
+        self, kept: list[tuple[list[tuple[str, Chunk]], bool]], tally: _Tally
+    ) -> dict[str, dict[str, Any]]:
+        """New payloads of kept chunks that differ from the stored ones; counts each document.
+
+        ``kept`` holds, per document already in the store: its chunks whose point ids are
+        stored (with those ids), and whether any of its chunks are new or stale.
+        """
+        stored = self.store.get_payloads(pid for pairs, _ in kept for pid, _ in pairs)
+        changed: dict[str, dict[str, Any]] = {}
+        for pairs, ids_changed in kept:
+            differ = False
+            for pid, chunk in pairs:
+                payload = chunk_payload(chunk)
+                if stored.get(pid) != _as_stored(payload):
+                    changed[pid] = payload
+                    differ = True
+            if ids_changed or differ:
                 tally.updated += 1
             else:
-                tally.added += 1
-            to_write.extend(
-                (pid, chunk) for pid, chunk in zip(ids, chunks, strict=True) if pid not in old
-            )
-            stale.extend(old - new)
-        return _Plan(len(documents), to_write, stale)
+                tally.unchanged += 1
+        return changed
 
     def _write(self, plan: _Plan, vectors: np.ndarray, tally: _Tally) -> int:
-        """Store a plan's vectors, then drop its stale chunks; returns the chunks written."""
+        """Store a plan's new chunks and payloads, then drop its stale chunks.
+
+        Returns the points written (upserted or given a new payload), counted toward
+        ``flush_every``.
+        """
         if plan.to_write:
             # Upsert before deleting stale chunks: a crash in between leaves extra, never missing.
             self.store.upsert(
                 [
-                    Record(
-                        pid,
-                        vectors[i],
-                        {
-                            "doc_id": chunk.doc_id,
-                            "chunk_index": chunk.index,
-                            "text": chunk.text,
-                            "start": chunk.start,
-                            "end": chunk.end,
-                            "metadata": dict(chunk.metadata),
-                        },
-                    )
+                    Record(pid, vectors[i], chunk_payload(chunk))
                     for i, (pid, chunk) in enumerate(plan.to_write)
                 ]
             )
             tally.chunks += len(plan.to_write)
+        if plan.payloads:
+            tally.payloads_updated += self.store.set_payloads(plan.payloads)
         if plan.stale:
             tally.deleted += self.store.delete(plan.stale)
-        return len(plan.to_write)
+        return len(plan.to_write) + len(plan.payloads)

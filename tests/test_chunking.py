@@ -382,13 +382,47 @@ def test_for_encoder_rejects_zero_chunk_tokens(tiny_encoder: Any) -> None:
         TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(chunk_tokens=0))
 
 
-def test_for_encoder_clamps_overlap(tiny_encoder: Any) -> None:
-    # Documented behaviour: for_encoder clamps the overlap to chunk_tokens - 1 (so the default
-    # overlap of 32 works with small windows), where the constructor raises.
-    small = TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(chunk_tokens=8))
-    assert (small.chunk_tokens, small.overlap) == (8, 7)
-    same = TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(chunk_tokens=8, overlap=8))
-    assert same.overlap == 7
+@pytest.mark.parametrize(("chunk_tokens", "overlap"), [(8, 8), (8, 9), (4, DEFAULT_OVERLAP)])
+def test_config_rejects_an_overlap_not_below_chunk_tokens(chunk_tokens: int, overlap: int) -> None:
+    with pytest.raises(ValueError) as info:
+        ChunkingConfig(chunk_tokens=chunk_tokens, overlap=overlap)
+    message = str(info.value)
+    assert f"got overlap={overlap} for chunk_tokens={chunk_tokens}" in message
+    assert f"lower the overlap to at most {chunk_tokens - 1}" in message
+    assert f"or raise chunk_tokens above {overlap}" in message
+
+
+def test_config_accepts_the_largest_overlap_below_chunk_tokens(tiny_encoder: Any) -> None:
+    chunker = TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(chunk_tokens=8, overlap=7))
+    assert (chunker.chunk_tokens, chunker.overlap) == (8, 7)
+    chunks = chunker.chunk(Document("d", "one two three four five six seven eight nine ten"))
+    assert [c.token_count for c in chunks] == [8, 8, 8]  # a stride of one token, as asked
+
+
+def test_for_encoder_rejects_an_overlap_not_below_the_derived_window(tiny_encoder: Any) -> None:
+    # chunk_tokens=None: the window is the encoder's budget, 64 - 2 special = 62 tokens.
+    with pytest.raises(ValueError) as info:
+        TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(overlap=62))
+    message = str(info.value)
+    assert "got overlap=62 for chunk_tokens=62" in message
+    assert "max_seq_length 64 - 2 special - 0 prefix" in message
+    assert "lower the overlap to at most 61" in message
+    assert "raise chunk_tokens" not in message  # the budget cannot grow
+    # A passage prefix shrinks the derived window, so the check must see it: 62 - 2 = 60.
+    with pytest.raises(ValueError, match=r"got overlap=60 for chunk_tokens=60 .*2 prefix"):
+        TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(overlap=60), prefix="passage: ")
+    assert TokenChunker.for_encoder(tiny_encoder, ChunkingConfig(overlap=61)).overlap == 61
+
+
+def test_ingestion_config_surfaces_the_overlap_error(tiny_encoder: Any) -> None:
+    from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
+    from sbert_retrieval.stores import ExactStore
+
+    with (
+        ExactStore(None, tiny_encoder.spec()) as store,
+        pytest.raises(ValueError, match="lower the overlap to at most 61"),
+    ):
+        IngestionPipeline(tiny_encoder, store, IngestConfig(chunking=ChunkingConfig(overlap=100)))
 
 
 def test_prefix_reduces_the_budget(tiny_encoder: Any, scifact_docs: list[Document]) -> None:

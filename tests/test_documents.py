@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +28,11 @@ from sbert_retrieval.documents import (
     load_text_folder,
 )
 from sbert_retrieval.errors import InvalidRecordError, SbertRetrievalError
+
+T = TypeVar("T")
+LINUX_ONLY = pytest.mark.skipif(
+    sys.platform != "linux", reason="needs a file system that takes any bytes in names"
+)
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:
@@ -325,33 +337,77 @@ def _make_tree(root: Path) -> None:
     )
 
 
-def test_text_folder_recursive_sorted_with_relative_posix_ids(tmp_path: Path) -> None:
+def _folder_id(root: Path, rel: str) -> str:
+    """The id a file at ``rel`` below ``root`` must get: resolved root + relative POSIX path."""
+    return f"{root.resolve().as_posix()}/{rel}"
+
+
+def _rels(root: Path, docs: list[Document]) -> list[str]:
+    prefix = root.resolve().as_posix() + "/"
+    assert all(d.id.startswith(prefix) for d in docs), [d.id for d in docs]
+    return [d.id.removeprefix(prefix) for d in docs]
+
+
+def test_text_folder_recursive_sorted_with_absolute_posix_ids(tmp_path: Path) -> None:
     _make_tree(tmp_path)
     records = list(load_text_folder(tmp_path))
     assert _errors(records) == []
     docs = _docs(records)
-    assert [d.id for d in docs] == [
+    assert _rels(tmp_path, docs) == [
         "a.md",
         "b.txt",
         "notes/c.rst",
         "notes/deep/d.markdown",
         "notes/e.MD",
     ]
-    by_id = {d.id: d for d in docs}
-    assert by_id["a.md"].metadata == {"source": "a.md", "title": "The Title"}
-    assert by_id["a.md"].text == "intro line\n# The Title  \n\nbody\n# Second\n"  # text untouched
-    assert by_id["b.txt"].metadata == {"source": "b.txt"}  # no title for .txt
-    assert by_id["notes/c.rst"].metadata == {"source": "notes/c.rst"}
-    assert by_id["notes/deep/d.markdown"].metadata == {
+    by_rel = dict(zip(_rels(tmp_path, docs), docs, strict=True))
+    assert by_rel["a.md"].id == (tmp_path.resolve() / "a.md").as_posix()
+    assert by_rel["a.md"].metadata == {"source": "a.md", "title": "The Title"}
+    assert by_rel["a.md"].text == "intro line\n# The Title  \n\nbody\n# Second\n"  # untouched
+    assert by_rel["b.txt"].metadata == {"source": "b.txt"}  # no title for .txt
+    assert by_rel["notes/c.rst"].metadata == {"source": "notes/c.rst"}
+    assert by_rel["notes/deep/d.markdown"].metadata == {
         "source": "notes/deep/d.markdown",
         "title": "Spaced",
     }
-    assert by_id["notes/e.MD"].metadata["title"] == "Upper suffix"
+    assert by_rel["notes/e.MD"].metadata["title"] == "Upper suffix"
+
+
+def test_text_folder_ids_differ_across_roots_and_are_stable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "README.md").write_text(f"# {name}\nabout {name}", encoding="utf-8")
+    (a_doc,) = _docs(list(load_text_folder(tmp_path / "a")))
+    (b_doc,) = _docs(list(load_text_folder(tmp_path / "b")))
+    assert a_doc.id != b_doc.id
+    assert a_doc.id == _folder_id(tmp_path / "a", "README.md")
+    assert b_doc.id == _folder_id(tmp_path / "b", "README.md")
+    # The same folder, named relatively, through a symlink, or with "..": the same id.
+    (tmp_path / "alias").symlink_to(tmp_path / "a")
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("a", "./a", "alias", "b/../a", str(tmp_path / "a")):
+        assert [d.id for d in _docs(list(load_text_folder(spelling)))] == [a_doc.id], spelling
+    assert [d.id for d in _docs(list(iter_documents(["a"])))] == [a_doc.id]
+
+
+def test_text_folder_symlink_inside_root_keeps_its_own_path(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "real.md").write_text("# Real\nbody", encoding="utf-8")
+    (tmp_path / "link.md").symlink_to("notes/real.md")
+    (tmp_path / "notes-alias").symlink_to("notes")  # a folder link inside the root: not followed
+    records = list(load_text_folder(tmp_path))
+    assert _errors(records) == []
+    docs = _docs(records)
+    assert _rels(tmp_path, docs) == ["link.md", "notes/real.md"]
+    assert docs[0].metadata == {"source": "link.md", "title": "Real"}
+    assert docs[0].text == docs[1].text == "# Real\nbody"
 
 
 def test_text_folder_suffix_filter(tmp_path: Path) -> None:
     _make_tree(tmp_path)
-    assert [d.id for d in _docs(list(load_text_folder(tmp_path, suffixes=[".txt", ".PY"])))] == [
+    assert _rels(tmp_path, _docs(list(load_text_folder(tmp_path, suffixes=[".txt", ".PY"])))) == [
         "b.txt",
         "skip.py",
     ]
@@ -393,7 +449,7 @@ def test_text_folder_reports_bad_files_and_keeps_going(tmp_path: Path) -> None:
         assert isinstance(error, InvalidRecordError)
         assert error.source == str(tmp_path / name)
         assert error.location == "" and error.reason == "empty text"
-    assert good == Document("5-good.txt", "good", {"source": "5-good.txt"})
+    assert good == Document(_folder_id(tmp_path, "5-good.txt"), "good", {"source": "5-good.txt"})
 
 
 def test_text_folder_missing_folder_yields_nothing(tmp_path: Path) -> None:
@@ -485,12 +541,11 @@ def test_iter_documents_plain_folder_reads_text_files_then_jsonl(tmp_path: Path)
     records = list(iter_documents([tmp_path]))
     assert _errors(records) == []
     assert [d.id for d in _docs(records)] == [
-        "a.md",
-        "b.txt",
-        "notes/c.rst",
-        "notes/deep/d.markdown",
-        "notes/e.MD",
-        "j",
+        *(
+            _folder_id(tmp_path, rel)
+            for rel in ("a.md", "b.txt", "notes/c.rst", "notes/deep/d.markdown", "notes/e.MD")
+        ),
+        "j",  # JSONL ids come from the records
         "k",
     ]
     # plain JSONL (not corpus.*) is not title-joined
@@ -510,12 +565,26 @@ def test_iter_documents_files_and_missing_paths(tmp_path: Path) -> None:
     records = list(iter_documents([jsonl, str(corpus), text, missing]))
     assert records[0] == Document("x", "body", {"title": "T"})
     assert records[1] == Document("c", "T body", {"title": "T"})  # corpus.* file → BEIR joining
-    assert records[2] == Document("note.txt", "a note", {"source": "note.txt"})
+    assert records[2] == Document(
+        (tmp_path / "note.txt").resolve().as_posix(), "a note", {"source": "note.txt"}
+    )
     error = records[3]
     assert isinstance(error, InvalidRecordError)
     assert error.source == str(missing)
     assert "no such file" in error.reason
     assert len(records) == 4
+
+
+def test_iter_documents_single_file_id_is_its_resolved_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real.txt"
+    real.write_text("hello", encoding="utf-8")
+    (tmp_path / "alias.txt").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    docs = _docs(list(iter_documents(["real.txt", str(real), "alias.txt"])))
+    assert [d.id for d in docs] == [real.resolve().as_posix()] * 3
+    assert [d.metadata["source"] for d in docs] == ["real.txt", "real.txt", "alias.txt"]
 
 
 def test_iter_documents_empty_input() -> None:
@@ -529,3 +598,148 @@ def test_loaders_stream_lazily(tmp_path: Path) -> None:
     stream = iter_documents([path])
     first = next(stream)
     assert isinstance(first, Document) and first.id == "0"
+
+
+# --------------------------------------------------------------------------------------------
+# Entries a folder walk must report and skip without opening them
+# --------------------------------------------------------------------------------------------
+
+
+def without_blocking(load: Callable[[], T], seconds: float = 30.0) -> T:
+    """``load()`` in a daemon thread: a failure, not a hung suite, if it opens a FIFO."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(load())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds}s (a FIFO was opened?)"
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def make_unsafe_entries(root: Path) -> dict[str, str]:
+    """Fill ``root`` with entries to skip; returns each one's reported source → reason part.
+
+    Symlinks leaving the root (to a file, to a folder, by a relative path, through another
+    link, to a JSONL file), dangling and looping symlinks, FIFOs (text and JSONL names, and a
+    link to one), a socket, a character device, and names that are not valid UTF-8 (a file, a
+    JSONL file and a folder holding a text file). Targets outside the root go in its parent.
+    """
+    outside = root.parent
+    (outside / "secret.txt").write_text("outside secret", encoding="utf-8")
+    (outside / "secret.jsonl").write_text(
+        json.dumps({"id": "leaked", "text": "outside record"}) + "\n", encoding="utf-8"
+    )
+    (outside / "elsewhere").mkdir()
+    (outside / "elsewhere" / "x.md").write_text("outside folder", encoding="utf-8")
+    (root / "leak.txt").symlink_to(outside / "secret.txt")
+    (root / "relative-leak.md").symlink_to("../secret.txt")
+    (root / "hop.txt").symlink_to("leak.txt")
+    (root / "leak.jsonl").symlink_to(outside / "secret.jsonl")
+    (root / "elsewhere").symlink_to(outside / "elsewhere")
+    (root / "dangling.txt").symlink_to(root / "nowhere.txt")
+    (root / "loop.md").symlink_to("loop.md")
+    os.mkfifo(root / "pipe.txt")
+    os.mkfifo(root / "pipe.jsonl")
+    os.mkfifo(root / "pipe.bin")  # not a wanted suffix: neither read nor reported
+    (root / "to-pipe.txt").symlink_to("pipe.txt")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / "sock.md"))
+    server.close()  # the socket file stays
+    os.mknod(root / "null.txt", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    raw = os.fsencode(root)
+    for name in (b"bad\xff.txt", b"bad\xfe.jsonl", b"dir\xfe/inner.md"):
+        if b"/" in name:
+            os.mkdir(raw + b"/" + name.split(b"/")[0])
+        fd = os.open(raw + b"/" + name, os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, json.dumps({"id": "bad-name", "text": "hidden"}).encode())
+        os.close(fd)
+    outside_reason = "symlink points outside the ingest root"
+    return {
+        **{
+            str(root / name): outside_reason
+            for name in ("leak.txt", "relative-leak.md", "hop.txt", "leak.jsonl", "elsewhere")
+        },
+        str(root / "dangling.txt"): "dangling symlink",
+        str(root / "loop.md"): "unresolvable symlink",
+        str(root / "pipe.txt"): "FIFO",
+        str(root / "pipe.jsonl"): "FIFO",
+        str(root / "to-pipe.txt"): "FIFO",
+        str(root / "sock.md"): "socket",
+        str(root / "null.txt"): "character device",
+        f"{root}/bad\\udcff.txt": "not valid UTF-8",
+        f"{root}/bad\\udcfe.jsonl": "not valid UTF-8",
+        f"{root}/dir\\udcfe/inner.md": "not valid UTF-8",
+    }
+
+
+@LINUX_ONLY
+def test_folder_walk_reports_unsafe_entries_and_never_opens_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "good.md").write_text("# Good\ninside", encoding="utf-8")
+    (root / "good.jsonl").write_text(
+        json.dumps({"id": "ok", "text": "inside record"}) + "\n", encoding="utf-8"
+    )
+    expected = make_unsafe_entries(root)
+    text_only = {k: v for k, v in expected.items() if not k.endswith(".jsonl")}
+    good_md = _folder_id(root, "good.md")
+    for records, wanted, ids in (
+        (without_blocking(lambda: list(load_text_folder(root))), text_only, [good_md]),
+        (without_blocking(lambda: list(iter_documents([root]))), expected, [good_md, "ok"]),
+    ):
+        assert [d.id for d in _docs(records)] == ids  # nothing from outside or unsafe entries
+        reported = {e.source: e for e in _errors(records)}
+        assert set(reported) == set(wanted)
+        for source, reason in wanted.items():
+            error = reported[source]
+            assert reason in error.reason and "skipped" in error.reason, error
+            assert error.location == ""
+            # printable and JSON-dumpable as strict UTF-8, however odd the name
+            json.dumps(str(error), ensure_ascii=False).encode("utf-8")
+
+
+def test_symlink_error_names_the_link_and_its_target(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "secret.txt").write_text("outside", encoding="utf-8")
+    (tmp_path / "root" / "leak.txt").symlink_to("../secret.txt")
+    error = _only_error(list(load_text_folder(tmp_path / "root")))
+    assert str(error) == (
+        f"{tmp_path / 'root' / 'leak.txt'}: symlink points outside the ingest root"
+        f" ({(tmp_path / 'secret.txt').resolve()}); skipped"
+    )
+
+
+def test_fifos_given_directly_are_reported_not_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    os.mkfifo(tmp_path / "pipe.txt")
+    direct = without_blocking(lambda: list(load_jsonl(tmp_path / "pipe.jsonl")))
+    assert "cannot open: a FIFO (named pipe), not a regular file" in _only_error(direct).reason
+    records = without_blocking(
+        lambda: list(iter_documents([tmp_path / "pipe.jsonl", tmp_path / "pipe.txt"]))
+    )
+    assert [(e.source, "FIFO" in e.reason) for e in _errors(records)] == [
+        (str(tmp_path / "pipe.jsonl"), True),
+        (str(tmp_path / "pipe.txt"), True),
+    ]
+    assert len(records) == 2
+
+
+@LINUX_ONLY
+def test_undecodable_name_given_directly_is_reported(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/bad\xff.txt"
+    fd = os.open(name, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"hello")
+    os.close(fd)
+    error = _only_error(list(iter_documents([os.fsdecode(name)])))
+    assert error.source == f"{tmp_path}/bad\\udcff.txt"
+    assert "not valid UTF-8" in error.reason
+    str(error).encode("utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 
 from sbert_retrieval.chunking import ChunkingConfig
+from sbert_retrieval.cli import main
 from sbert_retrieval.documents import Document
 from sbert_retrieval.errors import ModelMismatchError
 from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline, point_id
 from sbert_retrieval.retrieval import Retriever
 from sbert_retrieval.stores import ExactStore, HnswStore
+from tests.test_documents import LINUX_ONLY, make_unsafe_entries, without_blocking
 
 TOPICS = [
     "Cats are small carnivorous mammals that purr and hunt mice at night.",
@@ -61,7 +64,7 @@ def test_editing_one_file_replaces_only_its_chunks(tmp_path: Path, tiny_encoder)
             tiny_encoder, store, IngestConfig(chunking=ChunkingConfig(chunk_tokens=24, overlap=4))
         )
         pipeline.ingest([folder])
-        doc_ids = [f"doc{i}.md" for i in range(5)]
+        doc_ids = [f"{folder.resolve().as_posix()}/doc{i}.md" for i in range(5)]
         before = store.ids_by_document(doc_ids)
         edited = folder / "doc3.md"
         edited.write_text(
@@ -72,13 +75,13 @@ def test_editing_one_file_replaces_only_its_chunks(tmp_path: Path, tiny_encoder)
         after = store.ids_by_document(doc_ids)
         assert (report.added, report.updated, report.unchanged) == (0, 1, 4)
         for doc_id in doc_ids:
-            if doc_id == "doc3.md":
+            if doc_id == doc_ids[3]:
                 assert not before[doc_id] & after[doc_id]
                 assert report.deleted == len(before[doc_id])
                 assert report.chunks == len(after[doc_id])
             else:
                 assert after[doc_id] == before[doc_id]
-        texts = [r.payload["text"] for r in store.get(sorted(after["doc3.md"]))]
+        texts = [r.payload["text"] for r in store.get(sorted(after[doc_ids[3]]))]
         assert all("glaciers" in t or "ice" in t for t in texts)
 
 
@@ -276,3 +279,136 @@ def test_batches_land_in_input_order_across_stages(tiny_encoder) -> None:  # typ
             [record] = store.get([pid])
             assert record.payload["text"] == doc.text
             np.testing.assert_allclose(record.vector, tiny_encoder.encode([doc.text])[0], atol=1e-6)
+
+
+class EncoderSpy:
+    """Records every text the pipeline streams into ``encoder.encode_stream``."""
+
+    def __init__(self, encoder, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        self.texts: list[str] = []
+        original = encoder.encode_stream
+
+        def encode_stream(texts, **kwargs):  # type: ignore[no-untyped-def]
+            def seen():  # type: ignore[no-untyped-def]
+                for text in texts:
+                    self.texts.append(text)
+                    yield text
+
+            return original(seen(), **kwargs)
+
+        monkeypatch.setattr(encoder, "encode_stream", encode_stream)
+
+
+def stored_records(store, doc_id: str) -> dict[str, tuple[dict, np.ndarray]]:  # type: ignore[no-untyped-def]
+    return {
+        r.id: (dict(r.payload), r.vector)
+        for r in store.get(store.ids_by_document([doc_id])[doc_id])
+    }
+
+
+def test_a_metadata_only_change_rewrites_payloads_without_encoding(
+    tmp_path: Path,
+    tiny_encoder,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    config = IngestConfig(chunking=ChunkingConfig(chunk_tokens=12, overlap=2))
+    text = " ".join(TOPICS[:3])
+    other = Document("other", TOPICS[3], {"lang": "en"})
+    with HnswStore(tmp_path / "index", tiny_encoder.spec()) as store:
+        first = IngestionPipeline(tiny_encoder, store, config).ingest_records(
+            [Document("d", text, {"lang": "en"}), other]
+        )
+        assert first.added == 2
+        before = stored_records(store, "d")
+        assert len(before) > 1
+    spy = EncoderSpy(tiny_encoder, monkeypatch)
+    with HnswStore(tmp_path / "index", tiny_encoder.spec()) as store:
+        report = IngestionPipeline(tiny_encoder, store, config).ingest_records(
+            [Document("d", text, {"lang": "de", "year": 2024}), other]
+        )
+        assert (report.added, report.updated, report.unchanged) == (0, 1, 1)
+        assert (report.chunks, report.deleted, report.payloads_updated) == (0, 0, len(before))
+        assert spy.texts == []  # nothing was encoded again
+    with HnswStore(tmp_path / "index", tiny_encoder.spec()) as store:  # durable once closed
+        after = stored_records(store, "d")
+        assert after.keys() == before.keys()
+        for pid, (payload, vector) in after.items():
+            assert payload == {**before[pid][0], "metadata": {"lang": "de", "year": 2024}}
+            np.testing.assert_array_equal(vector, before[pid][1])
+        hits = Retriever(tiny_encoder, store).search(TOPICS[0], k=10, filter={"lang": "de"})
+        assert hits and {h.doc_id for h in hits} == {"d"}
+        again = IngestionPipeline(tiny_encoder, store, config).ingest_records(
+            [Document("d", text, {"lang": "de", "year": 2024}), other]
+        )
+        assert (again.updated, again.unchanged, again.payloads_updated) == (0, 2, 0)
+        assert spy.texts == []
+
+
+def test_kept_chunks_of_an_edited_document_get_their_new_offsets(
+    tiny_encoder,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # "cat" → "elephant": one token for one, so every later window keeps its text (and its
+    # point id) but starts 5 characters further on.
+    config = IngestConfig(chunking=ChunkingConfig(chunk_tokens=8, overlap=0))
+    tail = " ".join(TOPICS[1:4])
+    with ExactStore(None, tiny_encoder.spec()) as store:
+        pipeline = IngestionPipeline(tiny_encoder, store, config)
+        pipeline.ingest_records([Document("d", f"The cat sleeps. {tail}")])
+        before = stored_records(store, "d")
+        spy = EncoderSpy(tiny_encoder, monkeypatch)
+        edited = Document("d", f"The elephant sleeps. {tail}")
+        report = pipeline.ingest_records([edited])
+        after = stored_records(store, "d")
+        kept = before.keys() & after.keys()
+        assert len(kept) == len(after) - 1 >= 2  # only the first window is new
+        assert (report.updated, report.chunks, report.deleted) == (1, 1, 1)
+        assert report.payloads_updated == len(kept)
+        assert len(spy.texts) == 1 and spy.texts[0].startswith("The elephant sleeps.")
+        for payload, _ in after.values():
+            assert edited.text[payload["start"] : payload["end"]] == payload["text"]
+        for pid in kept:
+            assert after[pid][0]["start"] == before[pid][0]["start"] + 5
+            np.testing.assert_array_equal(after[pid][1], before[pid][1])
+
+
+def test_the_same_file_name_in_two_folders_is_two_documents(
+    tmp_path: Path,
+    tiny_encoder,  # type: ignore[no-untyped-def]
+) -> None:
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder, topic in zip(folders, TOPICS, strict=False):
+        folder.mkdir()
+        (folder / "README.md").write_text(f"# Readme\n\n{topic}", encoding="utf-8")
+    with ExactStore(None, tiny_encoder.spec()) as store:
+        pipeline = IngestionPipeline(tiny_encoder, store)
+        first, second = (pipeline.ingest([folder]) for folder in folders)
+        assert (first.added, second.added, second.updated) == (1, 1, 0)
+        ids = [f"{folder.resolve().as_posix()}/README.md" for folder in folders]
+        assert sorted(store.document_ids()) == sorted(ids)
+        for doc_id, topic in zip(ids, TOPICS, strict=False):
+            [record] = store.get(list(store.ids_by_document([doc_id])[doc_id]))
+            assert topic in record.payload["text"]
+        assert pipeline.ingest(folders).unchanged == 2  # stable: the same ids again
+
+
+@LINUX_ONLY
+def test_cli_json_report_names_unsafe_entries(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "good.md").write_text("# Good\nCats purr and hunt mice.", encoding="utf-8")
+    expected = make_unsafe_entries(root)
+    direct = os.fsdecode(os.fsencode(tmp_path) + b"/direct\xff.txt")
+    with open(direct, "w", encoding="utf-8") as handle:
+        handle.write("given by name")
+    argv = ["ingest", str(root), direct, "--index", str(tmp_path / "index")]
+    argv += ["--model", str(tiny_model_dir), "--json"]
+    assert without_blocking(lambda: main(argv), seconds=120) == 0
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # what a UTF-8 terminal or pipe must take
+    report = json.loads(out)
+    assert (report["added"], report["failed"]) == (1, len(expected) + 1)
+    for source, reason in [*expected.items(), (f"{tmp_path}/direct\\udcff.txt", "UTF-8")]:
+        assert any(f.startswith(f"{source}: ") and reason in f for f in report["failures"]), source
