@@ -49,11 +49,22 @@ def test_ingest_then_search(
     assert isinstance(hits, list) and len(hits) == 2
     for hit in hits:
         assert {"doc_id", "score", "text", "start", "end", "metadata"} <= set(hit)
-        assert TEXTS[hit["doc_id"]][hit["start"] : hit["end"]] == hit["text"]
+        # A folder's file ids are the folder's resolved path joined with the relative path.
+        relative = hit["metadata"]["source"]
+        assert hit["doc_id"] == f"{folder.resolve().as_posix()}/{relative}"
+        assert TEXTS[relative][hit["start"] : hit["end"]] == hit["text"]
+    c_id = f"{folder.resolve().as_posix()}/c.txt"
     filtered = run_json(
-        capsys, "search", "--index", index, "cats", "--filter", '{"doc_id": "c.txt"}', "--json"
+        capsys,
+        "search",
+        "--index",
+        index,
+        "cats",
+        "--filter",
+        json.dumps({"doc_id": c_id}),
+        "--json",
     )
-    assert [h["doc_id"] for h in filtered] == ["c.txt"]  # type: ignore[index]
+    assert [h["doc_id"] for h in filtered] == [c_id]  # type: ignore[index]
     assert main(["search", "--index", index, "cats"]) == 0
     assert "a.md" in capsys.readouterr().out
 
