@@ -93,3 +93,49 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+#: The flags that make a CPU x86-64-v3 (AVX2, FMA, F16C, BMI1/2, MOVBE, ...) as setup.sh checks.
+X86_64_V3_FLAGS = ("avx2", "fma", "bmi2", "f16c", "movbe")
+
+
+def cpu_flags() -> dict[str, Any]:
+    """The CPU's SIMD flags (avx*, amx*, fma) from /proc/cpuinfo, and whether it is x86-64-v3."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {
+        "simd": sorted(f for f in flags if f.startswith(("avx", "amx")) or f == "fma"),
+        "x86_64_v3": all(f in flags for f in X86_64_V3_FLAGS),
+    }
+
+
+def hnswlib_build() -> dict[str, Any]:
+    """How the installed hnswlib was compiled, read from the extension's DWARF producer string.
+
+    Without importing it: the compiler line (``GNU C++14 12.2.0 -march=x86-64-v3 ...``) is in
+    the debug info that setup.py's ``-g`` leaves; ``march`` is ``None`` when it is not there.
+    """
+    import importlib.util
+    import re
+
+    found = importlib.util.find_spec("hnswlib")
+    if found is None or not found.origin:
+        return {"installed": False}
+    info: dict[str, Any] = {"installed": True, "file": found.origin, "march": None}
+    try:
+        data = Path(found.origin).read_bytes()
+    except OSError:
+        return info
+    producer = re.search(rb"GNU C\+\+\w* [^\x00]{0,2000}", data)
+    if producer:
+        text = producer.group().decode("ascii", "replace")
+        info["compiler"] = text
+        march = re.search(r"-march=(\S+)", text)
+        info["march"] = march.group(1) if march else None
+    return info
