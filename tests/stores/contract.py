@@ -8,6 +8,8 @@ within one test (a reopen), so persistence is checked the same way for every bac
 
 from __future__ import annotations
 
+import copy
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -17,7 +19,7 @@ import pytest
 
 from sbert_retrieval.errors import InvalidFilterError, ModelMismatchError
 from sbert_retrieval.models import EmbeddingSpec
-from sbert_retrieval.stores.base import Record, VectorStore
+from sbert_retrieval.stores.base import MAX_PAYLOAD_BYTES, Record, VectorStore
 from sbert_retrieval.stores.filters import parse_filter
 
 DIM = 16
@@ -282,3 +284,179 @@ class StoreContract:
                     thread.join()
             assert not errors, errors[:3]
             assert store.count() == 1200 - 10
+
+    # -- replacing, refusing and copying ----------------------------------------------------
+    def test_reupsert_next_to_a_deleted_slot_leaves_no_ghost(self, open_store: OpenStore) -> None:
+        """A re-upsert while a deleted slot exists must replace the point, never add a second.
+
+        hnswlib's ``add_items(..., replace_deleted=True)`` on an existing label puts the new
+        vector in the deleted slot and leaves the old node live under the same label: search
+        then returns the id twice, and once the id is deleted, the ghost's label is unknown.
+        """
+        vectors = unit_vectors(20)
+        records = make_records(vectors)
+        moved = unit_vectors(1, seed=77)[0]
+        queries = np.vstack([moved, vectors])
+
+        def check_replaced(store: VectorStore) -> None:
+            assert store.count() == 19
+            for row in store.search(queries, 19):
+                ids = [h.id for h in row]
+                assert len(ids) == len(set(ids)) == 19, ids
+                assert pid(0) not in ids
+                assert ids.count(pid(5)) == 1
+            for query in (moved, vectors[5]):
+                [row] = store.search(query, 19)
+                [hit] = [h for h in row if h.id == pid(5)]
+                assert hit.score == pytest.approx(float(np.dot(moved, query)), abs=1e-4)
+            top = store.search(moved, 1)[0][0]
+            assert top.id == pid(5)
+            assert top.score == pytest.approx(1.0, abs=1e-4)
+            [record] = store.get([pid(5)])
+            np.testing.assert_allclose(record.vector, moved, atol=1e-5)
+
+        def check_deleted(store: VectorStore) -> None:
+            assert store.count() == 18
+            assert store.get([pid(5)]) == []
+            for k in (1, 5, 18, 40):
+                for row in store.search(queries, k):
+                    ids = [h.id for h in row]
+                    assert len(ids) == len(set(ids)) == min(k, 18), ids
+                    assert pid(5) not in ids and pid(0) not in ids
+            # doc-5 holds points 5 and 15; only 15 is left.
+            for row in store.search(queries, 5, filter={"doc_id": "doc-5"}):
+                assert [h.id for h in row] == [pid(15)]
+
+        with open_store(SPEC) as store:
+            store.upsert(records)
+            assert store.delete([pid(0)]) == 1  # leaves a deleted slot
+            store.upsert([Record(pid(5), moved, records[5].payload)])
+            check_replaced(store)
+        with open_store(None) as reopened:
+            check_replaced(reopened)
+            assert reopened.delete([pid(5)]) == 1
+            check_deleted(reopened)
+        with open_store(None) as reopened:
+            check_deleted(reopened)
+
+    @pytest.mark.parametrize("kind", ["lone-surrogate", "nan", "oversized"])
+    def test_a_refused_payload_blocks_nothing(self, open_store: OpenStore, kind: str) -> None:
+        """One bad payload is refused with its id; nothing of its batch is stored, and later
+        upserts, flush, close and reopen work with every acknowledged record present."""
+        bad_metadata: dict[str, object] = {
+            "lone-surrogate": {"lang": "\ud800"},
+            "nan": {"lang": "en", "score": float("nan")},
+            "oversized": {"lang": "en", "blob": "x" * MAX_PAYLOAD_BYTES},
+        }[kind]
+        vectors = unit_vectors(14)
+        good = make_records(vectors)
+        expected = {r.id: copy.deepcopy(dict(r.payload)) for r in good}
+        bad = Record(pid(100), vectors[13], {"doc_id": "doc-bad", "metadata": bad_metadata})
+        with open_store(SPEC) as store:
+            store.upsert(good[:5])
+            store.flush()
+            with pytest.raises(ValueError, match=re.escape(pid(100))):
+                store.upsert([good[5], bad, good[6]])
+            assert store.count() == 5
+            assert store.get([pid(5), pid(100), pid(6)]) == []
+            assert store.ids_by_document(["doc-bad"]) == {}
+            # As a replacement of a stored point, or as new metadata, it changes nothing either.
+            replacing = Record(pid(0), vectors[13], {"doc_id": "doc-0", "metadata": bad_metadata})
+            with pytest.raises(ValueError, match=re.escape(pid(0))):
+                store.upsert([replacing])
+            with pytest.raises(ValueError, match=re.escape(pid(1))):
+                store.set_payloads({pid(1): {"doc_id": "doc-1", "metadata": bad_metadata}})
+            store.upsert(good[5:10])
+            store.flush()
+            assert store.count() == 10
+            for i, record in enumerate(store.get([pid(0), pid(1)])):
+                np.testing.assert_allclose(record.vector, vectors[i], atol=1e-5)
+                assert dict(record.payload) == expected[record.id]
+        with open_store(None) as reopened:
+            assert reopened.count() == 10
+            got = reopened.get([pid(i) for i in range(14)] + [pid(100)])
+            assert [r.id for r in got] == [pid(i) for i in range(10)]
+            for record in got:
+                assert dict(record.payload) == expected[record.id]
+            assert reopened.search(vectors[7], 1)[0][0].id == pid(7)
+            assert reopened.search(vectors[13], 10, filter={"doc_id": "doc-bad"}) == [[]]
+            reopened.upsert(good[10:13])
+        with open_store(None) as again:
+            assert again.count() == 13
+            assert again.get([pid(100)]) == []
+
+    def test_set_payloads_changes_metadata_and_keeps_the_vector(
+        self, open_store: OpenStore
+    ) -> None:
+        vectors = unit_vectors(30)
+        records = make_records(vectors)
+        old = dict(records[4].payload)
+        assert old["metadata"]["lang"] == "de"
+        new = {**old, "text": "retagged", "metadata": {**old["metadata"], "lang": "sv"}}
+        updated = [Record(r.id, r.vector, new) if r.id == pid(4) else r for r in records]
+
+        def check(store: VectorStore) -> None:
+            assert store.count() == 30
+            [record] = store.get([pid(4)])
+            np.testing.assert_allclose(record.vector, vectors[4], atol=1e-5)
+            assert dict(record.payload) == new
+            assert store.get_payloads([pid(4)]) == {pid(4): new}
+            [row] = store.search(vectors[4], 5, filter={"lang": "sv"})
+            assert [h.id for h in row] == [pid(4)]
+            assert row[0].score == pytest.approx(1.0, abs=1e-4)
+            assert row[0].payload["text"] == "retagged"
+            [row] = store.search(vectors[4], 30, filter={"lang": "de"})
+            assert pid(4) not in [h.id for h in row]
+            assert [h.id for h in row] == brute_force(updated, vectors[4], 30, {"lang": "de"})
+            top = store.search(vectors[4], 1)[0][0]
+            assert top.id == pid(4)
+            assert top.score == pytest.approx(1.0, abs=1e-4)
+
+        with open_store(SPEC) as store:
+            store.upsert(records)
+            assert store.set_payloads({pid(4): new, pid(999): new}) == 1
+            assert store.get([pid(999)]) == []
+            check(store)
+        with open_store(None) as reopened:
+            check(reopened)
+
+    def test_stores_hand_out_copies(self, open_store: OpenStore) -> None:
+        """Mutating what went in, or what came out, never changes what the store holds."""
+        vectors = unit_vectors(10)
+        expected_vectors = vectors.copy()
+        records = [Record(r.id, r.vector.copy(), r.payload) for r in make_records(vectors)]
+        expected = {r.id: copy.deepcopy(dict(r.payload)) for r in records}
+
+        def check(store: VectorStore) -> None:
+            got = store.get([pid(i) for i in range(10)])
+            assert [r.id for r in got] == [pid(i) for i in range(10)]
+            for i, record in enumerate(got):
+                np.testing.assert_allclose(record.vector, expected_vectors[i], atol=1e-5)
+                assert dict(record.payload) == expected[record.id]
+            [[hit]] = store.search(expected_vectors[3], 1)
+            assert hit.id == pid(3) and dict(hit.payload) == expected[pid(3)]
+            assert store.search(expected_vectors[3], 5, filter={"lang": "xx"}) == [[]]
+            assert store.ids_by_document(["hacked"]) == {}
+            assert store.get_payloads([pid(5)]) == {pid(5): expected[pid(5)]}
+
+        with open_store(SPEC) as store:
+            store.upsert(records)
+            # The caller's record, after the upsert.
+            records[2].payload["metadata"]["lang"] = "xx"  # type: ignore[index]
+            records[2].payload["text"] = "changed"  # type: ignore[index]
+            records[2].vector[:] = 0
+            # A search hit.
+            [[hit]] = store.search(expected_vectors[3], 1)
+            hit.payload["metadata"]["lang"] = "xx"
+            hit.payload["doc_id"] = "hacked"  # type: ignore[index]
+            # A record from get(), vector included (a read-only array is fine too).
+            [record] = store.get([pid(4)])
+            record.payload["metadata"]["lang"] = "xx"
+            record.payload["metadata"]["tags"].append("xx")
+            if record.vector.flags.writeable:
+                record.vector[:] = 0
+            # A payload from get_payloads().
+            store.get_payloads([pid(5)])[pid(5)]["metadata"]["lang"] = "xx"
+            check(store)
+        with open_store(None) as reopened:
+            check(reopened)
