@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import os
@@ -83,6 +82,7 @@ from sbert_retrieval.stores.base import (
     ScoredRecord,
     VectorStore,
     check_spec,
+    validate_payload,
     validate_queries,
 )
 from sbert_retrieval.stores.filters import (
@@ -856,19 +856,10 @@ class QdrantStore(VectorStore):
                 )
             if not np.isfinite(vector).all():
                 raise ValueError(f"record {record.id}: vector contains NaN or infinity")
-            if not isinstance(record.payload.get("doc_id"), str):
-                raise ValueError(f"record {record.id}: payload needs a string 'doc_id'")
-            try:
-                payload_bytes = len(
-                    json.dumps(record.payload, ensure_ascii=False, allow_nan=False).encode()
-                )
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"record {record.id}: payload is not JSON-serializable ({exc})"
-                ) from exc
-            point = models.PointStruct(
-                id=point_id, vector=vector.tolist(), payload=dict(record.payload)
-            )
+            # The same checks as every backend (strict UTF-8 JSON, size cap), record named.
+            payload, encoded = validate_payload(record.id, record.payload)
+            payload_bytes = len(encoded)
+            point = models.PointStruct(id=point_id, vector=vector.tolist(), payload=payload)
             size = _BYTES_PER_POINT + self.dimension * _BYTES_PER_FLOAT + payload_bytes
             latest.pop(point_id, None)  # keep the order of the last occurrence
             latest[point_id] = (point, size)
