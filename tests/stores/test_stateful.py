@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import shutil
 import tempfile
 import uuid
@@ -29,20 +30,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores import ExactStore, HnswParams, HnswStore
 from sbert_retrieval.stores.base import Record, VectorStore
 from sbert_retrieval.stores.filters import parse_filter
+from tests.stores.contract import SPEC as CONTRACT_SPEC
 
 DIM = 8
-SPEC = EmbeddingSpec(
-    model="stateful-model",
-    dimension=DIM,
-    pooling="mean",
-    normalize=True,
-    max_seq_length=128,
-    fingerprint="5eed5eed5eed5eed",
-)
+# The contract's spec at a smaller width: fewer dimensions make exact ties (and shrinking) likelier.
+SPEC = dataclasses.replace(CONTRACT_SPEC, dimension=DIM)
 POOL = [str(uuid.uuid5(uuid.NAMESPACE_OID, f"stateful-{i}")) for i in range(12)]
 #: A valid id that is never stored.
 OUTSIDE = str(uuid.uuid5(uuid.NAMESPACE_OID, "stateful-outside"))
