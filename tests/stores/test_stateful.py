@@ -30,6 +30,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores import ExactStore, HnswParams, HnswStore
 from sbert_retrieval.stores.base import Record, VectorStore
 from sbert_retrieval.stores.filters import parse_filter
