@@ -124,6 +124,37 @@ def _add_rerank_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_mode_flags(parser: argparse.ArgumentParser) -> None:
+    from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS
+    from sbert_retrieval.retrieval import MODES
+
+    group = parser.add_argument_group("retrieval mode")
+    group.add_argument(
+        "--mode",
+        choices=MODES,
+        default="dense",
+        help="dense (vectors), lexical (BM25) or hybrid (both, fused); default dense",
+    )
+    group.add_argument(
+        "--fusion", choices=FUSIONS, default="rrf", help="how hybrid fuses (default rrf)"
+    )
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"dense weight of weighted fusion, 0..1 (default {DEFAULT_ALPHA})",
+    )
+    group.add_argument(
+        "--rrf-k", type=int, default=DEFAULT_RRF_K, help=f"RRF constant (default {DEFAULT_RRF_K})"
+    )
+    group.add_argument(
+        "--candidates",
+        type=_positive,
+        default=None,
+        help="depth of each hybrid branch (default max(100, 4k))",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -178,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_flags(search, model_help="override the index's model path (same weights required)")
     _add_query_model_flag(search)
     _add_rerank_flags(search)
+    _add_mode_flags(search)
     search.add_argument("--json", action="store_true", help="print hits as JSON")
 
     evaluate = commands.add_parser(
@@ -198,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_query_model_flag(beir)
     _add_prefix_flags(beir)
     _add_rerank_flags(beir)
+    _add_mode_flags(beir)
     beir.add_argument(
         "--doc-mode",
         choices=("truncate", "chunk"),
@@ -559,22 +592,20 @@ def _cmd_search(args: argparse.Namespace) -> list[dict[str, Any]]:
             query_encoder=_query_encoder(args),
             reranker=_reranker(args),
             rerank_depth=args.rerank_depth,
+            **_mode_settings(args),
         )
         hits = retriever.search(args.query, args.k, filter=filter_spec, doc_level=args.doc_level)
-    return [
-        {
-            "doc_id": h.doc_id,
-            "score": h.score,
-            "text": h.text,
-            "start": h.start,
-            "end": h.end,
-            "metadata": dict(h.metadata),
-            "chunk_index": h.chunk_index,
-            "first_stage_score": h.first_stage_score,
-            "rerank_score": h.rerank_score,
-        }
-        for h in hits
-    ]
+    return [h.to_dict() for h in hits]
+
+
+def _mode_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "mode": args.mode,
+        "fusion": args.fusion,
+        "alpha": args.alpha,
+        "rrf_k": args.rrf_k,
+        "candidates": args.candidates,
+    }
 
 
 def _cmd_eval_beir(args: argparse.Namespace) -> dict[str, Any]:
@@ -612,6 +643,7 @@ def _cmd_eval_beir(args: argparse.Namespace) -> dict[str, Any]:
         reranker=_reranker(args),
         rerank_depth=args.rerank_depth,
         show_progress=args.progress,
+        **_mode_settings(args),
     )
     return result.to_dict()
 

@@ -1,18 +1,38 @@
-"""Retrieval: encode the query, search the store, optionally rerank, return hits."""
+"""Retrieval, the one query path: encode → search branches → fuse → rerank → hits.
+
+Modes (:data:`MODES`): ``dense`` (vector similarity, the default), ``lexical`` (BM25 over the
+chunk text, from the store's lexical index) and ``hybrid`` (both branches, each ``candidates``
+deep with the same filter inside it, fused by :mod:`sbert_retrieval.fusion`). The CLI, the HTTP
+service, LangChain and BEIR evaluation all search through :class:`Retriever`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion, fuse
 from sbert_retrieval.stores.base import ScoredRecord, VectorStore, check_spec
 from sbert_retrieval.stores.filters import FilterLike, parse_filter
 
-__all__ = ["Hit", "Reranker", "Retriever", "rerank_hits", "search_records"]
+__all__ = [
+    "MODES",
+    "Hit",
+    "Reranker",
+    "Retriever",
+    "check_mode",
+    "default_candidates",
+    "lexical_records",
+    "rerank_hits",
+    "search_records",
+]
+
+MODES = ("dense", "lexical", "hybrid")
+"""Retrieval modes, for ``mode=`` arguments and ``--mode``."""
 
 
 @dataclass(frozen=True)
@@ -28,8 +48,13 @@ class Hit:
         chunk_index: Position of the chunk in its document.
         metadata: The document's metadata.
         point_id: The store's id of the chunk.
-        first_stage_score: The vector similarity, kept when a reranker reorders hits.
+        first_stage_score: The first stage's score (the vector similarity in dense mode, BM25
+            in lexical mode, the fused score in hybrid mode), kept when a reranker reorders hits.
         rerank_score: The cross-encoder score, or ``None`` without reranking.
+        dense_score / dense_rank: The vector similarity and 1-based rank in the dense branch;
+            ``None`` where that branch did not return the hit (or did not run).
+        lexical_score / lexical_rank: The BM25 score and 1-based rank in the lexical branch;
+            ``None`` where that branch did not return the hit (or did not run).
     """
 
     doc_id: str
@@ -42,6 +67,10 @@ class Hit:
     point_id: str = ""
     first_stage_score: float | None = None
     rerank_score: float | None = None
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    lexical_score: float | None = None
+    lexical_rank: int | None = None
 
     @classmethod
     def from_record(cls, record: ScoredRecord) -> Hit:
@@ -82,7 +111,7 @@ def search_records(
     filter: FilterLike | None = None,
     doc_level: bool = False,
 ) -> list[list[ScoredRecord]]:
-    """Top-``k`` store records for each (already encoded) query vector, best first.
+    """Top-``k`` store records by vector similarity for each query vector, best first.
 
     Args:
         store: The store to search.
@@ -94,12 +123,46 @@ def search_records(
 
     Thread safety: as the store's ``search`` (concurrent searches allowed).
     """
+    return _by_document(
+        lambda depth: store.search(vectors, depth, filter=filter), store, k, doc_level
+    )
+
+
+def lexical_records(
+    store: VectorStore,
+    queries: Sequence[str],
+    k: int,
+    *,
+    filter: FilterLike | None = None,
+    doc_level: bool = False,
+) -> list[list[ScoredRecord]]:
+    """Top-``k`` store records by BM25 for each query text, best first (as :func:`search_records`).
+
+    Raises:
+        StoreError: The store keeps no lexical index.
+
+    Thread safety: as the store's ``lexical_search``.
+    """
+    return _by_document(
+        lambda depth: store.lexical_search(list(queries), depth, filter=filter),
+        store,
+        k,
+        doc_level,
+    )
+
+
+def _by_document(
+    search: Callable[[int], list[list[ScoredRecord]]],
+    store: VectorStore,
+    k: int,
+    doc_level: bool,
+) -> list[list[ScoredRecord]]:
     if not doc_level:
-        return store.search(vectors, k, filter=filter)
+        return search(k)
     total = store.count()
     fetch = min(max(4 * k, k + 50), max(total, 1))
     while True:
-        rows = store.search(vectors, fetch, filter=filter)
+        rows = search(fetch)
         grouped: list[list[ScoredRecord]] = []
         short = False
         for row in rows:
@@ -111,6 +174,17 @@ def search_records(
         if not short or fetch >= total:
             return grouped
         fetch = min(fetch * 4, total)
+
+
+def check_mode(mode: str) -> None:
+    """Raise ``ValueError`` naming the valid modes if ``mode`` is not one."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+
+
+def default_candidates(k: int) -> int:
+    """Each hybrid branch's default depth for ``k`` hits: max(100, 4k)."""
+    return max(100, 4 * k)
 
 
 def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
@@ -141,17 +215,25 @@ def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> 
 
 
 class Retriever:
-    """Dense retrieval over a store, with an optional second-stage reranker.
+    """Dense, lexical or hybrid retrieval over a store, with an optional reranker.
 
     Args:
         encoder: The passage encoder the store was built with (checked against its spec).
-        store: The vector store.
+        store: The store (``lexical`` and ``hybrid`` need one with a lexical index).
         query_encoder: A separate query tower (asymmetric two-tower models); default ``encoder``.
-        reranker: Reorders the top ``rerank_depth`` candidates.
+        reranker: Reorders the top ``rerank_depth`` candidates of any mode.
         rerank_depth: Candidates passed to the reranker (default 100).
+        mode: ``dense`` (default), ``lexical`` or ``hybrid``.
+        fusion: How hybrid fuses its branches: ``rrf`` (default) or ``weighted``.
+        alpha: The dense weight of ``weighted`` fusion, in [0, 1] (default 0.5).
+        rrf_k: The constant of ``rrf`` fusion (default 60).
+        candidates: Each hybrid branch's depth; default max(100, 4k) and never below the hits
+            a search needs (``k``, or ``rerank_depth`` when reranking).
 
     Raises:
         ModelMismatchError: The encoder is not the one the store was built with.
+        ValueError: An unknown mode or fusion, or a setting out of range (the message lists the
+            valid choices).
 
     Thread safety: safe to share across threads; concurrent searches are allowed.
     """
@@ -164,6 +246,11 @@ class Retriever:
         query_encoder: BiEncoder | None = None,
         reranker: Reranker | None = None,
         rerank_depth: int = 100,
+        mode: str = "dense",
+        fusion: str = "rrf",
+        alpha: float = DEFAULT_ALPHA,
+        rrf_k: int = DEFAULT_RRF_K,
+        candidates: int | None = None,
     ) -> None:
         spec = store.spec
         check_spec(
@@ -177,11 +264,20 @@ class Retriever:
         )
         if rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}")
+        check_mode(mode)
+        check_fusion(fusion, alpha=alpha, rrf_k=rrf_k)
+        if candidates is not None and candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder
         self.store = store
         self.reranker = reranker
         self.rerank_depth = rerank_depth
+        self.mode = mode
+        self.fusion = fusion
+        self.alpha = alpha
+        self.rrf_k = rrf_k
+        self.candidates = candidates
 
     def search(
         self, query: str, k: int = 10, *, filter: FilterLike | None = None, doc_level: bool = False
@@ -200,23 +296,29 @@ class Retriever:
         """Top-``k`` hits for each query, best first.
 
         Args:
-            queries: Query texts (the store's query prefix is prepended).
+            queries: Query texts (the store's query prefix is prepended for the dense branch;
+                the lexical branch reads the text as typed).
             k: Hits per query, ≥ 1.
-            filter: Metadata filter (see :mod:`sbert_retrieval.stores.filters`).
+            filter: Metadata filter (see :mod:`sbert_retrieval.stores.filters`), applied inside
+                every branch.
             doc_level: One hit per document (its best chunk) instead of one per chunk.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if isinstance(queries, str):
+            raise ValueError("queries must be a sequence of strings, not one string")
         parsed = parse_filter(filter)
         if not queries:
             return []
-        vectors = self.query_encoder.encode(list(queries), prefix=self.store.spec.query_prefix)
+        vectors = None
+        if self.mode != "lexical":
+            vectors = self.query_encoder.encode(list(queries), prefix=self.store.spec.query_prefix)
         return self.search_by_vectors(queries, vectors, k, filter=parsed, doc_level=doc_level)
 
     def search_by_vectors(
         self,
         queries: Sequence[str],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         k: int = 10,
         *,
         filter: FilterLike | None = None,
@@ -224,17 +326,76 @@ class Retriever:
     ) -> list[list[Hit]]:
         """As :meth:`search_batch`, for queries already encoded (prefix applied).
 
-        ``queries`` are still needed when a reranker is set (it reads the text); pass the texts
-        the vectors came from. Thread safety: as :meth:`search_batch`.
+        ``queries`` are needed by the lexical branch and the reranker; pass the texts the
+        vectors came from. ``vectors`` may be ``None`` in lexical mode.
+        Thread safety: as :meth:`search_batch`.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        depth = max(k, self.rerank_depth) if self.reranker is not None else k
-        rows = search_records(self.store, vectors, depth, filter=filter, doc_level=doc_level)
-        results = [[Hit.from_record(r) for r in row] for row in rows]
+        need = max(k, self.rerank_depth) if self.reranker is not None else k
+        if self.mode != "lexical" and vectors is None:
+            raise ValueError(f"{self.mode} mode needs the query vectors")
+        if self.mode == "dense":
+            assert vectors is not None
+            rows = search_records(self.store, vectors, need, filter=filter, doc_level=doc_level)
+            results = [_ranked(row, "dense") for row in rows]
+        elif self.mode == "lexical":
+            rows = lexical_records(self.store, queries, need, filter=filter, doc_level=doc_level)
+            results = [_ranked(row, "lexical") for row in rows]
+        else:
+            assert vectors is not None
+            depth = max(self.candidates or default_candidates(k), need)
+            dense = search_records(self.store, vectors, depth, filter=filter, doc_level=doc_level)
+            lexical = lexical_records(
+                self.store, queries, depth, filter=filter, doc_level=doc_level
+            )
+            if len(dense) != len(lexical):
+                raise ValueError(f"{len(dense)} query vectors for {len(lexical)} queries")
+            results = [
+                self._fused(d, lx, doc_level)[:need] for d, lx in zip(dense, lexical, strict=True)
+            ]
         if self.reranker is not None:
             results = [
                 rerank_hits(self.reranker, q, hits, self.rerank_depth)
                 for q, hits in zip(queries, results, strict=True)
             ]
         return [hits[:k] for hits in results]
+
+    def _fused(
+        self, dense: list[ScoredRecord], lexical: list[ScoredRecord], doc_level: bool
+    ) -> list[Hit]:
+        def key(record: ScoredRecord) -> str:
+            return str(record.payload.get("doc_id")) if doc_level else record.id
+
+        records = {key(r): r for r in lexical}
+        records.update({key(r): r for r in dense})
+        fused = fuse(
+            [(key(r), r.score) for r in dense],
+            [(key(r), r.score) for r in lexical],
+            fusion=self.fusion,
+            rrf_k=self.rrf_k,
+            alpha=self.alpha,
+        )
+        return [
+            replace(
+                Hit.from_record(records[item.key]),
+                score=item.score,
+                first_stage_score=item.score,
+                dense_score=item.scores[0],
+                dense_rank=item.ranks[0],
+                lexical_score=item.scores[1],
+                lexical_rank=item.ranks[1],
+            )
+            for item in fused
+        ]
+
+
+def _ranked(row: list[ScoredRecord], branch: str) -> list[Hit]:
+    hits = []
+    for rank, record in enumerate(row, start=1):
+        hit = Hit.from_record(record)
+        if branch == "dense":
+            hits.append(replace(hit, dense_score=record.score, dense_rank=rank))
+        else:
+            hits.append(replace(hit, lexical_score=record.score, lexical_rank=rank))
+    return hits

@@ -144,3 +144,43 @@ def test_a_separate_query_tower_is_recorded_and_enforced(tmp_path, tiny_encoder)
         float(query_tower.encode(["cats"])[0] @ record.vector), abs=1e-5
     )
     assert tiny_encoder.spec(query_encoder=tiny_encoder).query_model == ""
+
+
+@pytest.mark.parametrize("store_type", [HnswStore, ExactStore])
+def test_hybrid_with_a_filter_equals_fusing_the_exact_filtered_branches(
+    tiny_encoder, store_type
+) -> None:  # type: ignore[no-untyped-def]
+    from sbert_retrieval.fusion import fuse
+
+    store = store_type(None, tiny_encoder.spec())
+    config = IngestConfig(chunking=ChunkingConfig(chunk_tokens=8, overlap=2))
+    IngestionPipeline(tiny_encoder, store, config).ingest_records(DOCS)
+    query, flt = "cats sleep in the sun", {"lang": "en"}
+    retriever = Retriever(tiny_encoder, store, mode="hybrid", fusion="weighted", alpha=0.3)
+    hits = retriever.search(query, k=5, filter=flt)
+    # Reference: brute force over the filtered points, BM25 from the store's own index.
+    vector = tiny_encoder.encode([query])[0]
+    ids = set().union(*store.ids_by_document([d.id for d in DOCS]).values())
+    records = [r for r in store.get(sorted(ids)) if r.payload["metadata"]["lang"] == "en"]
+    dense = sorted(((r.id, float(vector @ r.vector)) for r in records), key=lambda x: -x[1])
+    lexical = [(r.id, r.score) for r in store.lexical_search([query], 100, filter=flt)[0]]
+    expected = fuse(dense, lexical, fusion="weighted", alpha=0.3)[:5]
+    assert [h.point_id for h in hits] == [e.key for e in expected]
+    assert [h.score for h in hits] == pytest.approx([e.score for e in expected], abs=1e-5)
+    assert all(h.metadata["lang"] == "en" for h in hits)
+    assert all(h.dense_rank is not None for h in hits)
+
+
+def test_lexical_mode_needs_no_vectors_and_answers_hostile_text(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    retriever = Retriever(tiny_encoder, indexed, mode="lexical")
+    hits = retriever.search("cats", k=3)
+    assert hits and all("Cats" in h.text for h in hits)
+    assert hits[0].lexical_rank == 1 and hits[0].dense_score is None
+    for text in ['cats AND "NEAR(', "\x00 * : ^ -", "x" * 50_000, "", "(("]:
+        Retriever(tiny_encoder, indexed, mode="hybrid").search(text, k=3)
+        retriever.search(text, k=3)
+
+
+def test_unknown_mode_lists_the_valid_ones(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="valid: dense, lexical, hybrid"):
+        Retriever(tiny_encoder, indexed, mode="sparse")

@@ -6,8 +6,9 @@ hits whose id equals the query id dropped, metrics as pytrec_eval computes them.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from sbert_retrieval.encoding.bi_encoder import BiEncoder
 from sbert_retrieval.encoding.cache import EmbeddingCache
 from sbert_retrieval.evaluation.data import BeirDataset
 from sbert_retrieval.evaluation.metrics import RetrievalScores, evaluate
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K
 from sbert_retrieval.models import EmbeddingSpec
-from sbert_retrieval.pipeline import DOC_MODES, point_id
-from sbert_retrieval.retrieval import Reranker
+from sbert_retrieval.pipeline import DOC_MODES, chunk_payload, point_id
+from sbert_retrieval.retrieval import Hit, Reranker, Retriever, check_mode
 from sbert_retrieval.stores.base import Record, VectorStore
 from sbert_retrieval.stores.exact import ExactStore
 from sbert_retrieval.stores.hnsw import HnswParams, HnswStore
@@ -48,6 +50,8 @@ class BeirResult:
         backend: ``exact``, ``hnsw`` or ``qdrant``.
         doc_mode: ``truncate`` or ``chunk``.
         reranked: Whether a cross-encoder reordered the top candidates.
+        mode: ``dense``, ``lexical`` or ``hybrid``.
+        fusion: The hybrid fusion (``rrf`` or ``weighted``); ``None`` outside hybrid mode.
     """
 
     scores: RetrievalScores
@@ -61,6 +65,8 @@ class BeirResult:
     backend: str
     doc_mode: str
     reranked: bool = False
+    mode: str = "dense"
+    fusion: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +86,8 @@ class BeirResult:
             "backend": self.backend,
             "doc_mode": self.doc_mode,
             "reranked": self.reranked,
+            "mode": self.mode,
+            "fusion": self.fusion,
             "metrics": dict(self.scores.metrics),
             **self.extra,
         }
@@ -115,6 +123,11 @@ def evaluate_beir(
     cache_dir: str | Path | None = None,
     reranker: Reranker | None = None,
     rerank_depth: int = 100,
+    mode: str = "dense",
+    fusion: str = "rrf",
+    alpha: float = DEFAULT_ALPHA,
+    rrf_k: int = DEFAULT_RRF_K,
+    candidates: int | None = None,
     show_progress: bool = False,
 ) -> BeirResult:
     """Index a BEIR corpus, run its queries, and score the results.
@@ -132,10 +145,13 @@ def evaluate_beir(
         top_k: Documents retrieved per query (default 100, enough for every reported metric).
         cache_dir: Reuse corpus vectors encoded before by the same model and settings.
         reranker: Reorders each query's top ``rerank_depth`` documents.
+        mode / fusion / alpha / rrf_k / candidates: As :class:`~sbert_retrieval.retrieval.Retriever`
+            (``lexical`` and ``hybrid`` need the exact or hnsw backend's lexical index).
         show_progress: Progress bars while encoding.
     """
     if doc_mode not in DOC_MODES:
         raise ValueError(f"unknown doc_mode {doc_mode!r}; valid: {', '.join(DOC_MODES)}")
+    check_mode(mode)
     started = time.perf_counter()
     documents = list(dataset.corpus.values())
     if doc_mode == "truncate":
@@ -168,37 +184,34 @@ def evaluate_beir(
                     Record(
                         point_id(c.doc_id, c.index, c.text),
                         vectors[start + i],
-                        {
-                            "doc_id": c.doc_id,
-                            "chunk_index": c.index,
-                            "start": c.start,
-                            "end": c.end,
-                        },
+                        chunk_payload(c),
                     )
                     for i, c in enumerate(batch)
                 ]
             )
         query_ids = list(dataset.queries)
         query_texts = [dataset.queries[q] for q in query_ids]
-        query_vectors = (query_encoder or encoder).encode(query_texts, prefix=query_prefix)
+        retriever = Retriever(
+            encoder,
+            store,
+            query_encoder=query_encoder,
+            reranker=reranker,
+            rerank_depth=rerank_depth,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            rrf_k=rrf_k,
+            candidates=candidates,
+        )
         # One extra hit per query covers the BEIR rule of dropping a hit whose id is the query's.
-        depth = top_k + 1 if doc_mode == "truncate" else min(store.count(), 5 * top_k)
-        results = store.search(query_vectors, depth)
+        results = retriever.search_batch(query_texts, top_k + 1, doc_level=doc_mode == "chunk")
     finally:
         store.close()
 
-    run: dict[str, dict[str, float]] = {}
-    for qid, row in zip(query_ids, results, strict=True):
-        best: dict[str, float] = {}
-        for record in row:
-            doc_id = str(record.payload["doc_id"])
-            if doc_id != qid and doc_id not in best:
-                best[doc_id] = record.score
-            if len(best) == top_k:
-                break
-        run[qid] = best
-    if reranker is not None:
-        run = _rerank_run(run, dataset, query_ids, reranker, rerank_depth)
+    run = {
+        qid: _run_scores([h for h in hits if h.doc_id != qid][:top_k])
+        for qid, hits in zip(query_ids, results, strict=True)
+    }
     scores = evaluate(dataset.qrels, run, k_values=(1, 3, 5, 10, 100))
     return BeirResult(
         scores=scores,
@@ -212,25 +225,18 @@ def evaluate_beir(
         backend=backend,
         doc_mode=doc_mode,
         reranked=reranker is not None,
+        mode=mode,
+        fusion=fusion if mode == "hybrid" else None,
     )
 
 
-def _rerank_run(
-    run: dict[str, dict[str, float]],
-    dataset: BeirDataset,
-    query_ids: Sequence[str],
-    reranker: Reranker,
-    depth: int,
-) -> dict[str, dict[str, float]]:
-    reranked: dict[str, dict[str, float]] = {}
-    for qid in query_ids:
-        ranked = sorted(run[qid].items(), key=lambda item: -item[1])
-        head, tail = ranked[:depth], ranked[depth:]
-        scores = reranker.score(dataset.queries[qid], [dataset.corpus[d].text for d, _ in head])
-        # Reranked documents stay above the rest: shift the tail below the lowest rerank score.
-        floor = min(scores, default=0.0)
-        out = {doc: float(s) for (doc, _), s in zip(head, scores, strict=True)}
-        tail_top = tail[0][1] if tail else 0.0
-        out.update({doc: floor - 1.0 - (tail_top - s) for doc, s in tail})
-        reranked[qid] = out
-    return reranked
+def _run_scores(hits: list[Hit]) -> dict[str, float]:
+    """A run's document scores in the hits' order (the order is what every metric reads).
+
+    The hits' own scores where they already descend (so ties score as they tie); otherwise, as
+    after reranking the top ``rerank_depth`` of a longer list, scores from the rank.
+    """
+    scores = [h.score for h in hits]
+    if all(a >= b for a, b in itertools.pairwise(scores)):
+        return {h.doc_id: h.score for h in hits}
+    return {h.doc_id: float(len(hits) - rank) for rank, h in enumerate(hits)}
