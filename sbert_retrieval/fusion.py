@@ -100,8 +100,7 @@ def reciprocal_rank_fusion(
         rankings: One ranking per branch, best first.
         rrf_k: The RRF constant, ≥ 0 (default 60, the original paper's and Qdrant's).
     """
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
-        raise ValueError(f"rrf_k must be an integer >= 0, got {rrf_k!r}")
+    _check_rrf_k(rrf_k)
     table = _collect(rankings)
     fused = {
         key: sum(1.0 / (rrf_k + rank) for rank in ranks if rank is not None)
@@ -172,5 +171,9 @@ def check_fusion(fusion: str, *, alpha: float, rrf_k: int) -> None:
         raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    _check_rrf_k(rrf_k)
+
+
+def _check_rrf_k(rrf_k: int) -> None:
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
         raise ValueError(f"rrf_k must be an integer >= 0, got {rrf_k!r}")
