@@ -505,12 +505,9 @@ def _query_encoder(args: argparse.Namespace) -> Any:
 
 
 def _prefixes(args: argparse.Namespace, encoder: Any) -> tuple[str, str]:
-    prompts = encoder.prompts
-    query = args.query_prefix if args.query_prefix is not None else prompts.get("query", "")
-    passage = args.passage_prefix
-    if passage is None:
-        passage = prompts.get("passage", prompts.get("document", ""))
-    return query, passage
+    from sbert_retrieval.models import default_prefixes
+
+    return default_prefixes(encoder.prompts, args.query_prefix, args.passage_prefix)
 
 
 def _store_config(args: argparse.Namespace) -> Any:

@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "EmbeddingSpec",
     "SentenceModelConfig",
     "cache_dir",
+    "default_prefixes",
     "load_model_config",
     "model_fingerprint",
     "resolve_model_path",
@@ -67,6 +69,34 @@ class SentenceModelConfig:
     normalize: bool
     dimension: int | None = None
     prompts: dict[str, str] = field(default_factory=dict)
+
+
+def default_prefixes(
+    prompts: Mapping[str, str],
+    query_prefix: str | None = None,
+    passage_prefix: str | None = None,
+) -> tuple[str, str]:
+    """The ``(query, passage)`` prefixes in force: the given ones, else the model's prompts.
+
+    The one place every entry point (CLI, trainer, recipes, LangChain, the HTTP service)
+    defaults its prefixes.
+
+    Args:
+        prompts: The model's named prompts (``BiEncoder.prompts``,
+            :attr:`SentenceModelConfig.prompts`).
+        query_prefix: Explicit query prefix; ``None`` takes the ``query`` prompt, else ``""``.
+        passage_prefix: Explicit passage prefix; ``None`` takes the ``passage`` prompt, else
+            the ``document`` prompt, else ``""``.
+
+    Thread safety: a pure function.
+    """
+    query = prompts.get("query", "") if query_prefix is None else query_prefix
+    passage = (
+        prompts.get("passage", prompts.get("document", ""))
+        if passage_prefix is None
+        else passage_prefix
+    )
+    return query, passage
 
 
 def cache_dir() -> Path:

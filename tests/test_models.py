@@ -435,3 +435,14 @@ def test_sentence_transformers_5_pooling_config_is_read(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="include_prompt"):
         load_model_config(model_dir)
+
+
+def test_default_prefixes_prefers_explicit_then_query_passage_document_prompts() -> None:
+    from sbert_retrieval.models import default_prefixes
+
+    assert default_prefixes({}) == ("", "")
+    prompts = {"query": "q: ", "document": "d: "}
+    assert default_prefixes(prompts) == ("q: ", "d: ")
+    assert default_prefixes({**prompts, "passage": "p: "}) == ("q: ", "p: ")
+    assert default_prefixes(prompts, "", "") == ("", "")  # explicit empty wins over prompts
+    assert default_prefixes(prompts, "x", None) == ("x", "d: ")

@@ -76,7 +76,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
-from sbert_retrieval.models import DEFAULT_MODEL, EmbeddingSpec
+from sbert_retrieval.models import DEFAULT_MODEL, EmbeddingSpec, default_prefixes
 from sbert_retrieval.retrieval import Reranker, search_records
 from sbert_retrieval.stores.base import Record, ScoredRecord, check_spec
 from sbert_retrieval.stores.base import VectorStore as Store
@@ -244,12 +244,8 @@ class SbertEmbeddings(Embeddings):
                 model or DEFAULT_MODEL, device=device, dtype=dtype, batch_size=batch_size
             )
         self.encoder = encoder
-        prompts = encoder.prompts
-        self.query_prefix = query_prefix if query_prefix is not None else prompts.get("query", "")
-        self.passage_prefix = (
-            passage_prefix
-            if passage_prefix is not None
-            else prompts.get("passage", prompts.get("document", ""))
+        self.query_prefix, self.passage_prefix = default_prefixes(
+            encoder.prompts, query_prefix, passage_prefix
         )
         self.executor = executor
 

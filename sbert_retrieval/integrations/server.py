@@ -68,7 +68,7 @@ from sbert_retrieval import __version__
 from sbert_retrieval.documents import Document
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
 from sbert_retrieval.errors import InvalidFilterError, SbertRetrievalError, StoreError
-from sbert_retrieval.models import DEFAULT_MODEL
+from sbert_retrieval.models import DEFAULT_MODEL, default_prefixes
 from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
 from sbert_retrieval.retrieval import Hit, Reranker, rerank_hits, search_records
 from sbert_retrieval.stores.base import VectorStore
@@ -390,7 +390,6 @@ class _Service:
         self.encoder = encoder or BiEncoder(
             model, device=config.device, dtype=config.dtype, batch_size=config.batch_size
         )
-        prompts = self.encoder.prompts
         if existing is not None:
             query_prefix, passage_prefix = existing.query_prefix, existing.passage_prefix
             asked = (config.query_prefix, config.passage_prefix)
@@ -403,13 +402,8 @@ class _Service:
                     f" {passage_prefix!r}; prefixes cannot change once an index is built"
                 )
         else:
-            query_prefix = (
-                config.query_prefix if config.query_prefix is not None else prompts.get("query", "")
-            )
-            passage_prefix = (
-                config.passage_prefix
-                if config.passage_prefix is not None
-                else prompts.get("passage", prompts.get("document", ""))
+            query_prefix, passage_prefix = default_prefixes(
+                self.encoder.prompts, config.query_prefix, config.passage_prefix
             )
         spec = self.encoder.spec(query_prefix=query_prefix, passage_prefix=passage_prefix)
         local_read_only = config.read_only and config.store.backend != "qdrant"

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
+from sbert_retrieval.models import DEFAULT_MODEL, default_prefixes, resolve_model_path
 from sbert_retrieval.training.data import (
     Example,
     PairExample,
@@ -153,7 +153,7 @@ class _Miner:
             self.encoder = BiEncoder(
                 self.config.model, device=self.device, batch_size=self.config.batch_size
             )
-        prompts = self.encoder.prompts
+        query_prefix, passage_prefix = default_prefixes(self.encoder.prompts)
         found = mine_hard_negatives(
             self.encoder,
             data,
@@ -163,8 +163,8 @@ class _Miner:
             sampling=self.config.sampling,
             relative_margin=self.config.relative_margin,
             seed=self.seed,
-            query_prefix=prompts.get("query", ""),
-            passage_prefix=prompts.get("passage", prompts.get("document", "")),
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
             cache_dir=self.config.cache_dir,
         )
         self.mined += sum(len(v) for v in found.values())

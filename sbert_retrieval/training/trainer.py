@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder, _resolve_device
 from sbert_retrieval.encoding.pooling import pool
+from sbert_retrieval.models import default_prefixes
 from sbert_retrieval.reranking import CrossEncoderReranker
 from sbert_retrieval.training.data import (
     Example,
@@ -877,12 +878,8 @@ class BiEncoderTrainer(_Trainer[BiEncoder]):
             max_seq_length=config.max_seq_length,
             batch_size=config.batch_size,
         )
-        prompts = self.encoder.prompts
-        self.query_prefix = prompts.get("query", "") if query_prefix is None else query_prefix
-        self.passage_prefix = (
-            prompts.get("passage", prompts.get("document", ""))
-            if passage_prefix is None
-            else passage_prefix
+        self.query_prefix, self.passage_prefix = default_prefixes(
+            self.encoder.prompts, query_prefix, passage_prefix
         )
         if isinstance(loss, str):
             if loss == "softmax" and num_labels is None:
