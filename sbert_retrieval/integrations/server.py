@@ -17,13 +17,18 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
   ingestion report (added, updated, unchanged, failed, chunks, ..., ``count``). Idempotent:
   unchanged documents are not re-encoded.
 * ``POST /search`` ``{"query": "...", "k": 10, "filter": {...}, "doc_level": false,
-  "rerank": false}`` → ``{"hits": [...]}`` (filter syntax: :mod:`sbert_retrieval.stores.filters`).
+  "rerank": false, "mode": "dense", "fusion": "rrf", "alpha": 0.5, "rrf_k": 60,
+  "candidates": null}`` → ``{"hits": [...]}``, each hit as ``Hit.to_dict()`` (the CLI's
+  ``search`` prints the same objects). Searches run through
+  :class:`~sbert_retrieval.retrieval.Retriever` (filter syntax:
+  :mod:`sbert_retrieval.stores.filters`; modes: :data:`~sbert_retrieval.retrieval.MODES`).
 * ``DELETE /documents/{id}`` → ``{"doc_id", "deleted", "count"}``; 404 when unknown.
 * ``GET /health`` → status, point count, model; never needs the API key.
 
 Errors are JSON ``{"error": "<code>", "detail": "<message>"}`` (validation errors add
 ``"errors": [{"loc", "msg"}]``): 400 bad filter or malformed JSON, 401 missing/wrong API key,
-403 write to a read-only service, 404, 413 body over ``max_body_bytes`` (checked from
+403 write to a read-only service, 400 a ``lexical``/``hybrid`` search of a store without a
+lexical index, 404, 413 body over ``max_body_bytes`` (checked from
 ``Content-Length`` before anything is read, and while streaming), 422 a body of the wrong shape,
 503 the store failed.
 
@@ -55,7 +60,7 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
     from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -68,9 +73,10 @@ from sbert_retrieval import __version__
 from sbert_retrieval.documents import Document
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
 from sbert_retrieval.errors import InvalidFilterError, SbertRetrievalError, StoreError
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS, check_fusion
 from sbert_retrieval.models import DEFAULT_MODEL, default_prefixes
 from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
-from sbert_retrieval.retrieval import Hit, Reranker, rerank_hits, search_records
+from sbert_retrieval.retrieval import MODES, Hit, Reranker, Retriever, check_mode
 from sbert_retrieval.stores.base import VectorStore
 from sbert_retrieval.stores.factory import StoreConfig, open_store, stored_spec
 from sbert_retrieval.stores.filters import Filter, parse_filter
@@ -218,6 +224,38 @@ class SearchRequest(_Strict):
     )
     doc_level: bool = Field(default=False, description="One hit per document (its best chunk).")
     rerank: bool = Field(default=False, description="Rerank with the configured cross-encoder.")
+    mode: StrictStr = Field(
+        default="dense",
+        description="dense (vectors), lexical (BM25) or hybrid (both, fused).",
+        json_schema_extra={"enum": list(MODES)},
+    )
+    fusion: StrictStr = Field(
+        default="rrf",
+        description="How hybrid fuses its branches: rrf (reciprocal rank) or weighted.",
+        json_schema_extra={"enum": list(FUSIONS)},
+    )
+    alpha: float = Field(
+        default=DEFAULT_ALPHA, ge=0.0, le=1.0, description="Dense weight of weighted fusion."
+    )
+    rrf_k: StrictInt = Field(default=DEFAULT_RRF_K, ge=0, description="The RRF constant.")
+    candidates: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=_MAX_K,
+        description="Depth of each hybrid branch (default max(100, 4k), at least k).",
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _check_mode(cls, value: str) -> str:
+        check_mode(value)
+        return value
+
+    @field_validator("fusion")
+    @classmethod
+    def _check_fusion(cls, value: str) -> str:
+        check_fusion(value, alpha=DEFAULT_ALPHA, rrf_k=DEFAULT_RRF_K)
+        return value
 
 
 class HitModel(BaseModel):
@@ -233,6 +271,10 @@ class HitModel(BaseModel):
     point_id: str
     first_stage_score: float | None
     rerank_score: float | None
+    dense_score: float | None
+    dense_rank: int | None
+    lexical_score: float | None
+    lexical_rank: int | None
 
 
 class SearchResponse(BaseModel):
@@ -259,6 +301,7 @@ class HealthResponse(BaseModel):
     backend: str
     count: int
     rerank: bool
+    modes: list[str]
     read_only: bool
     auth: bool
 
@@ -450,48 +493,59 @@ class _Service:
         report["count"] = self.store.count()
         return report
 
+    def modes(self) -> list[str]:
+        """The retrieval modes this store answers: ``dense``, plus ``lexical`` and ``hybrid``
+        where it keeps a lexical (BM25) index."""
+        lexical = type(self.store).lexical_search is not VectorStore.lexical_search
+        hybrid = lexical or callable(getattr(self.store, "hybrid_search", None))
+        return [m for m in MODES if m == "dense" or (lexical if m == "lexical" else hybrid)]
+
+    def retriever(self, request: SearchRequest) -> Retriever:
+        """The :class:`Retriever` of one request (cheap: it holds settings, not state).
+
+        Raises:
+            _ApiError: 400 for a mode the store cannot answer, naming the ones it can.
+        """
+        modes = self.modes()
+        if request.mode not in modes:
+            raise _ApiError(
+                400,
+                "unsupported_mode",
+                f"mode {request.mode!r} needs a store with a lexical (BM25) index, and this"
+                f" {self.config.store.backend} store keeps none; valid here: {', '.join(modes)}",
+            )
+        return Retriever(
+            self.encoder,
+            self.store,
+            reranker=self.reranker if request.rerank else None,
+            rerank_depth=self.config.rerank_depth,
+            mode=request.mode,
+            fusion=request.fusion,
+            alpha=request.alpha,
+            rrf_k=request.rrf_k,
+            candidates=request.candidates,
+        )
+
     def search(
         self,
+        retriever: Retriever,
         query: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         k: int,
         *,
         parsed: Filter | None,
         doc_level: bool,
-        rerank: bool,
     ) -> list[Hit]:
-        reranker = self.reranker if rerank else None
-        depth = max(k, self.config.rerank_depth) if reranker is not None else k
-        hits = [
-            Hit.from_record(r)
-            for r in search_records(self.store, vector, depth, filter=parsed, doc_level=doc_level)[
-                0
-            ]
+        vectors = None if vector is None else vector.reshape(1, -1)
+        return retriever.search_by_vectors([query], vectors, k, filter=parsed, doc_level=doc_level)[
+            0
         ]
-        if reranker is not None:
-            hits = rerank_hits(reranker, query, hits, self.config.rerank_depth)
-        return hits[:k]
 
     def delete(self, doc_id: str) -> tuple[int, int]:
         deleted = self.store.delete_documents([doc_id])
         if deleted:
             self.store.flush()
         return deleted, self.store.count()
-
-
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {
-        "doc_id": hit.doc_id,
-        "score": hit.score,
-        "text": hit.text,
-        "start": hit.start,
-        "end": hit.end,
-        "chunk_index": hit.chunk_index,
-        "metadata": dict(hit.metadata),
-        "point_id": hit.point_id,
-        "first_stage_score": hit.first_stage_score,
-        "rerank_score": hit.rerank_score,
-    }
 
 
 def _where(config: StoreConfig) -> str:
@@ -509,6 +563,7 @@ def _error_body(code: str, detail: str, errors: list[dict[str, Any]] | None = No
 
 
 def _authorized(headers: Headers, key: str) -> bool:
+    """Whether ``X-API-Key`` or ``Authorization: Bearer`` carries ``key`` (constant-time)."""
     candidates: list[str] = []
     if "x-api-key" in headers:
         candidates.append(headers["x-api-key"])
@@ -701,17 +756,15 @@ _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The 
 _BEARER = HTTPBearer(auto_error=False, description="The service's API key as a bearer token.")
 
 
-async def _check_api_key(
-    request: Request,
+async def _declare_api_key(
     key: Annotated[str | None, Security(_KEY_HEADER)],
     token: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
 ) -> None:
-    expected: str | None = request.app.state.service.api_key
-    if expected is None:
-        return
-    given = [v for v in (key, token.credentials if token else None) if v]
-    if not any(hmac.compare_digest(v.encode("utf-8"), expected.encode("utf-8")) for v in given):
-        raise _ApiError(401, "unauthorized", "the API key is missing or wrong")
+    """Declares the key in the OpenAPI schema (so ``/docs`` offers "Authorize").
+
+    The check itself is :func:`_authorized`, run by :class:`_GuardMiddleware` on every
+    request before its body is read; a request without the key never reaches this.
+    """
 
 
 def create_app(
@@ -758,11 +811,8 @@ def create_app(
     app.add_middleware(
         _GuardMiddleware, api_key=service.api_key, max_body_bytes=config.max_body_bytes
     )
-    # The middleware enforces the key; these dependencies declare it in the OpenAPI schema
-    # (so /docs offers "Authorize") and re-check it.
-    # The middleware enforces the key; this dependency declares it in the OpenAPI schema (so
-    # /docs offers "Authorize") and checks it again.
-    protected: list[Any] = [Depends(_check_api_key)] if service.api_key is not None else []
+    # The middleware enforces the key (the one check); this dependency only declares it.
+    protected: list[Any] = [Depends(_declare_api_key)] if service.api_key is not None else []
 
     def writable() -> None:
         if service.pipeline is None:
@@ -799,19 +849,21 @@ def create_app(
                 " (--rerank MODEL)",
             )
         parsed = parse_filter(request.filter)
-        vector = await service.batcher.encode(request.query)
+        retriever = service.retriever(request)
+        # Encoded by the micro-batching encoder thread; the lexical branch needs no vector.
+        vector = None if request.mode == "lexical" else await service.batcher.encode(request.query)
         hits = await service.run(
             service.search,
+            retriever,
             request.query,
             vector,
             request.k,
             parsed=parsed,
             doc_level=request.doc_level,
-            rerank=request.rerank,
         )
-        # Built by hand and returned as a response: no deep copy (dataclasses.asdict) and no
-        # second validation against the response model, which only documents the shape.
-        return JSONResponse({"hits": [_hit_json(h) for h in hits]})
+        # Returned as a response: no second validation against the response model, which
+        # only documents the shape (Hit.to_dict, the one hit serializer).
+        return JSONResponse({"hits": [h.to_dict() for h in hits]})
 
     @app.delete(
         "/documents/{doc_id:path}",
@@ -840,6 +892,7 @@ def create_app(
             "backend": config.store.backend,
             "count": count,
             "rerank": service.reranker is not None,
+            "modes": service.modes(),
             "read_only": service.pipeline is None,
             "auth": service.api_key is not None,
         }

@@ -179,7 +179,13 @@ def test_health_and_openapi_need_no_key(server: ServerProcess) -> None:
     assert {"/ingest", "/search", "/documents/{doc_id}", "/health"} <= set(schema["paths"])
     assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
     search_body = schema["components"]["schemas"]["SearchRequest"]["properties"]
-    assert {"query", "k", "filter", "doc_level", "rerank"} == set(search_body)
+    assert {
+        "query", "k", "filter", "doc_level", "rerank", "mode", "fusion", "alpha", "rrf_k",
+        "candidates",
+    } == set(search_body)  # fmt: skip
+    assert search_body["mode"]["enum"] == ["dense", "lexical", "hybrid"]
+    assert search_body["fusion"]["enum"] == ["rrf", "weighted"]
+    assert health["modes"] == ["dense", "lexical", "hybrid"]
 
 
 @pytest.mark.parametrize(
@@ -266,15 +272,46 @@ def test_malformed_ingest_is_4xx_with_a_clear_message(
         ({"query": "x", "k": 5000}, 400, "k must be <= 1000"),
         ({"query": ""}, 422, "body.query"),
         ({"query": "x", "rerank": True}, 400, "reranking is not configured"),
+        ({"query": "x", "mode": "sparse"}, 422, "body.mode: Value error, unknown mode 'sparse';"
+         " valid: dense, lexical, hybrid"),
+        ({"query": "x", "mode": "hybrid", "fusion": "max"}, 422,
+         "body.fusion: Value error, unknown fusion 'max'; valid: rrf, weighted"),
+        ({"query": "x", "mode": "hybrid", "alpha": 1.5}, 422, "body.alpha: Input should be less"),
+        ({"query": "x", "rrf_k": -1}, 422, "body.rrf_k: Input should be greater than or equal"),
+        ({"query": "x", "candidates": 0}, 422, "body.candidates: Input should be greater"),
     ],
-    ids=["operator", "range-type", "k-zero", "k-too-big", "empty-query", "no-reranker"],
-)
+    ids=[
+        "operator", "range-type", "k-zero", "k-too-big", "empty-query", "no-reranker",
+        "unknown-mode", "unknown-fusion", "alpha-range", "rrf-k-range", "candidates-zero",
+    ],
+)  # fmt: skip
 def test_bad_searches_name_the_problem(
     client: httpx.Client, body: dict[str, Any], status: int, detail: str
 ) -> None:
     response = client.post("/search", json=body)
     assert response.status_code == status, response.text
     assert detail in response.json()["detail"]
+
+
+def test_search_modes_through_the_retriever(client: httpx.Client) -> None:
+    client.post("/ingest", json={"documents": DOCS})
+    lexical = search(client, "mail carrier", k=3, mode="lexical")
+    assert [h["doc_id"] for h in lexical] == ["dogs"]  # BM25: only that text has the words
+    assert lexical[0]["lexical_rank"] == 1 and lexical[0]["dense_score"] is None
+    assert lexical[0]["score"] == lexical[0]["lexical_score"] > 0
+    dense = search(client, "mail carrier", k=3)
+    assert {h["dense_rank"] for h in dense} == {1, 2, 3} and dense[0]["lexical_rank"] is None
+    hybrid = search(client, "mail carrier", k=3, mode="hybrid", rrf_k=10)
+    by_id = {h["doc_id"]: h for h in hybrid}
+    assert len(hybrid) == 3 and by_id["dogs"]["lexical_rank"] == 1
+    dense_rank = by_id["dogs"]["dense_rank"]
+    assert by_id["dogs"]["score"] == pytest.approx(1 / 11 + 1 / (10 + dense_rank))
+    weighted = search(
+        client, "mail carrier", k=3, mode="hybrid", fusion="weighted", alpha=0.0, candidates=5
+    )
+    assert weighted[0]["doc_id"] == "dogs" and weighted[0]["score"] == pytest.approx(1.0)
+    only_de = search(client, "Katzen", k=3, mode="hybrid", filter={"lang": "de"})
+    assert [h["doc_id"] for h in only_de] == ["katzen"]
 
 
 def test_non_json_body_is_415(client: httpx.Client) -> None:
@@ -345,6 +382,12 @@ def test_rerank_and_read_only(tmp_path: Path, tiny_encoder: BiEncoder) -> None:
         first = hits.json()["hits"][0]
         assert first["doc_id"] == "dogs" and first["rerank_score"] == 1.0
         assert first["first_stage_score"] != first["score"]
+        lexical = http.post(
+            "/search", json={"query": "cats", "k": 2, "rerank": True, "mode": "lexical"}
+        ).json()["hits"]
+        assert lexical[0]["doc_id"] == "cats" and lexical[0]["rerank_score"] == 0.0
+        plain = http.post("/search", json={"query": DOCS[0]["text"], "k": 2}).json()["hits"]
+        assert plain[0]["rerank_score"] is None  # the reranker only when the request asks
         assert http.get("/health").json()["rerank"] is True
     read_only = create_app(ServerConfig(store=store, read_only=True), encoder=tiny_encoder)
     with TestClient(read_only) as http:
@@ -354,6 +397,63 @@ def test_rerank_and_read_only(tmp_path: Path, tiny_encoder: BiEncoder) -> None:
             http.delete("/documents/cats"),
         ):
             assert response.status_code == 403 and "read-only" in response.json()["detail"]
+
+
+def test_cli_and_http_hits_are_the_same_json(
+    tmp_path: Path, tiny_encoder: BiEncoder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from sbert_retrieval.documents import Document
+    from sbert_retrieval.pipeline import IngestionPipeline
+    from sbert_retrieval.stores import HnswStore
+
+    index = tmp_path / "index"
+    with HnswStore(index, tiny_encoder.spec()) as store:
+        IngestionPipeline(tiny_encoder, store).ingest_records(
+            [Document(d["id"], d["text"], d["metadata"]) for d in DOCS]
+        )
+    app = create_app(
+        ServerConfig(store=StoreConfig(index=str(index)), read_only=True), encoder=tiny_encoder
+    )
+    with TestClient(app) as http:
+        for mode in ("dense", "lexical", "hybrid"):
+            argv = ["search", "--index", str(index), "cats purr", "-k", "3", "--mode", mode]
+            assert main([*argv, "--json"]) == 0
+            cli_hits = json.loads(capsys.readouterr().out)
+            response = http.post("/search", json={"query": "cats purr", "k": 3, "mode": mode})
+            http_hits = response.json()["hits"]
+            assert http_hits and [set(h) for h in cli_hits] == [set(h) for h in http_hits]
+            assert "point_id" in http_hits[0] and "lexical_rank" in http_hits[0]
+            for cli_hit, http_hit in zip(cli_hits, http_hits, strict=True):
+                floats = {k for k, v in http_hit.items() if isinstance(v, float)}
+                assert {k: cli_hit[k] for k in floats} == pytest.approx(
+                    {k: http_hit[k] for k in floats}, abs=1e-5
+                )
+                assert {k: v for k, v in cli_hit.items() if k not in floats} == {
+                    k: v for k, v in http_hit.items() if k not in floats
+                }
+
+
+def test_lexical_modes_on_a_store_without_a_lexical_index_are_400(
+    tmp_path: Path, tiny_encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from sbert_retrieval.stores.base import VectorStore as BaseStore
+
+    monkeypatch.setattr(ExactStore, "lexical_search", BaseStore.lexical_search)
+    store = StoreConfig(backend="exact", index=str(tmp_path / "index"))
+    with TestClient(create_app(ServerConfig(store=store), encoder=tiny_encoder)) as http:
+        assert http.post("/ingest", json={"documents": DOCS}).status_code == 200
+        assert http.get("/health").json()["modes"] == ["dense"]
+        for mode in ("lexical", "hybrid"):
+            response = http.post("/search", json={"query": "cats", "mode": mode})
+            assert response.status_code == 400, response.text
+            assert response.json()["error"] == "unsupported_mode"
+            assert "lexical (BM25) index" in response.json()["detail"]
+            assert "valid here: dense" in response.json()["detail"]
+        assert http.post("/search", json={"query": "cats"}).status_code == 200
 
 
 def make_index(path: Path, encoder: BiEncoder, query_prefix: str = "") -> None:
