@@ -496,8 +496,8 @@ class _Service:
     def modes(self) -> list[str]:
         """The retrieval modes this store answers: ``dense``, plus ``lexical`` and ``hybrid``
         where it keeps a lexical (BM25) index."""
-        lexical = type(self.store).lexical_search is not VectorStore.lexical_search
-        hybrid = lexical or callable(getattr(self.store, "hybrid_search", None))
+        lexical = _overrides(self.store, "lexical_search")
+        hybrid = lexical or _overrides(self.store, "hybrid_search")
         return [m for m in MODES if m == "dense" or (lexical if m == "lexical" else hybrid)]
 
     def retriever(self, request: SearchRequest) -> Retriever:
@@ -546,6 +546,12 @@ class _Service:
         if deleted:
             self.store.flush()
         return deleted, self.store.count()
+
+
+def _overrides(store: VectorStore, method: str) -> bool:
+    """Whether ``store``'s class implements ``method`` itself (the base one refuses)."""
+    base = getattr(VectorStore, method, None)
+    return base is not None and getattr(type(store), method, None) is not base
 
 
 def _where(config: StoreConfig) -> str:

@@ -442,7 +442,9 @@ def test_lexical_modes_on_a_store_without_a_lexical_index_are_400(
 
     from sbert_retrieval.stores.base import VectorStore as BaseStore
 
-    monkeypatch.setattr(ExactStore, "lexical_search", BaseStore.lexical_search)
+    for method in ("lexical_search", "hybrid_search"):  # as a store without a BM25 index
+        if hasattr(BaseStore, method):
+            monkeypatch.setattr(ExactStore, method, getattr(BaseStore, method))
     store = StoreConfig(backend="exact", index=str(tmp_path / "index"))
     with TestClient(create_app(ServerConfig(store=store), encoder=tiny_encoder)) as http:
         assert http.post("/ingest", json={"documents": DOCS}).status_code == 200
