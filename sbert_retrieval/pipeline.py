@@ -35,8 +35,10 @@ __all__ = [
     "IngestReport",
     "IngestionPipeline",
     "RecordFailure",
+    "chunk_documents",
     "chunk_payload",
     "point_id",
+    "whole_chunk",
 ]
 
 DOC_MODES = ("chunk", "truncate")
@@ -49,6 +51,37 @@ def point_id(doc_id: str, chunk_index: int, text: str) -> str:
     """The deterministic id of a chunk: a UUID (Qdrant accepts it as is)."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return str(uuid.uuid5(_NAMESPACE, f"{doc_id}\x1f{chunk_index}\x1f{digest}"))
+
+
+def whole_chunk(document: Document) -> Chunk:
+    """``document`` as one chunk (truncate mode; a LangChain text): index 0, all of its text.
+
+    ``token_count`` is 0 (not counted); the encoder cuts the text at ``max_seq_length``.
+    """
+    return Chunk(document.id, 0, document.text, 0, len(document.text), 0, document.metadata)
+
+
+def chunk_documents(
+    documents: Sequence[Document], doc_mode: str, chunker: TokenChunker | None
+) -> list[list[Chunk]]:
+    """The chunks of each document: token windows (``chunk``) or the whole text (``truncate``).
+
+    Args:
+        documents: The documents.
+        doc_mode: One of :data:`DOC_MODES`.
+        chunker: The windowing of ``chunk`` mode (unused, and may be ``None``, in ``truncate``).
+
+    Raises:
+        ValueError: An unknown ``doc_mode`` (the message lists the valid ones), or ``chunk``
+            mode without a chunker.
+    """
+    if doc_mode == "truncate":
+        return [[whole_chunk(doc)] for doc in documents]
+    if doc_mode != "chunk":
+        raise ValueError(f"unknown doc_mode {doc_mode!r}; valid: {', '.join(DOC_MODES)}")
+    if chunker is None:
+        raise ValueError("doc_mode 'chunk' needs a chunker (TokenChunker.for_encoder)")
+    return chunker.chunk_many(documents)
 
 
 def chunk_payload(chunk: Chunk) -> dict[str, Any]:
@@ -389,11 +422,7 @@ class IngestionPipeline:
             yield batch
 
     def _chunk(self, documents: Sequence[Document]) -> list[list[Chunk]]:
-        if self.config.doc_mode == "truncate":
-            return [
-                [Chunk(doc.id, 0, doc.text, 0, len(doc.text), 0, doc.metadata)] for doc in documents
-            ]
-        return self.chunker.chunk_many(documents)
+        return chunk_documents(documents, self.config.doc_mode, self.chunker)
 
     def _plan(self, documents: list[Document], tally: _Tally) -> _Plan:
         """Chunk a batch and diff it against the store: what to encode, rewrite and delete.

@@ -412,3 +412,19 @@ def test_cli_json_report_names_unsafe_entries(
     assert (report["added"], report["failed"]) == (1, len(expected) + 1)
     for source, reason in [*expected.items(), (f"{tmp_path}/direct\\udcff.txt", "UTF-8")]:
         assert any(f.startswith(f"{source}: ") and reason in f for f in report["failures"]), source
+
+
+def test_chunk_documents_truncate_is_one_whole_chunk_and_modes_are_checked() -> None:
+    from sbert_retrieval.pipeline import chunk_documents, whole_chunk
+
+    doc = Document("d", "some text here", {"lang": "en"})
+    [[chunk]] = chunk_documents([doc], "truncate", None)
+    assert chunk == whole_chunk(doc)
+    assert (chunk.doc_id, chunk.index, chunk.text, chunk.start, chunk.end) == (
+        "d", 0, "some text here", 0, 14,
+    )  # fmt: skip
+    assert chunk.metadata == {"lang": "en"}
+    with pytest.raises(ValueError, match="unknown doc_mode 'page'; valid: chunk, truncate"):
+        chunk_documents([doc], "page", None)
+    with pytest.raises(ValueError, match="needs a chunker"):
+        chunk_documents([doc], "chunk", None)

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from sbert_retrieval.chunking import ChunkingConfig, TokenChunker
-from sbert_retrieval.documents import Chunk
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
 from sbert_retrieval.encoding.cache import EmbeddingCache
 from sbert_retrieval.evaluation.data import BeirDataset
 from sbert_retrieval.evaluation.metrics import RetrievalScores, evaluate
 from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K
 from sbert_retrieval.models import EmbeddingSpec
-from sbert_retrieval.pipeline import DOC_MODES, chunk_payload, point_id
+from sbert_retrieval.pipeline import DOC_MODES, chunk_documents, chunk_payload, point_id
 from sbert_retrieval.retrieval import Hit, Reranker, Retriever, check_mode
 from sbert_retrieval.stores.base import Record, VectorStore
 from sbert_retrieval.stores.exact import ExactStore
@@ -154,11 +153,12 @@ def evaluate_beir(
     check_mode(mode)
     started = time.perf_counter()
     documents = list(dataset.corpus.values())
-    if doc_mode == "truncate":
-        chunks = [Chunk(d.id, 0, d.text, 0, len(d.text), 0, d.metadata) for d in documents]
-    else:
-        chunker = TokenChunker.for_encoder(encoder, chunking, prefix=passage_prefix)
-        chunks = [c for per_doc in chunker.chunk_many(documents) for c in per_doc]
+    chunker = (
+        TokenChunker.for_encoder(encoder, chunking, prefix=passage_prefix)
+        if doc_mode == "chunk"
+        else None
+    )
+    chunks = [c for per_doc in chunk_documents(documents, doc_mode, chunker) for c in per_doc]
     texts = [c.text for c in chunks]
     # Tokenized once: the truncation count and, on a cache miss, the encoding both use it.
     tokenized = encoder.tokenize(texts, prefix=passage_prefix)
