@@ -9,7 +9,7 @@ service, LangChain and BEIR evaluation all search through :class:`Retriever`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -89,8 +89,12 @@ class Hit:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        data = asdict(self)
+        """JSON-ready: every field by name, ``metadata`` as a plain dict (not deep-copied).
+
+        The one hit serializer: the CLI's ``search --json``, the HTTP ``/search`` response and
+        anything else that emits hits call it, so they share one shape.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["metadata"] = dict(self.metadata)
         return data
 
@@ -218,7 +222,10 @@ class Retriever:
     """Dense, lexical or hybrid retrieval over a store, with an optional reranker.
 
     Args:
-        encoder: The passage encoder the store was built with (checked against its spec).
+        encoder: The passage encoder the store was built with (checked against its spec);
+            ``None`` where queries arrive as vectors made by an encoder this package cannot
+            check (e.g. a LangChain ``Embeddings``): :meth:`search_by_vectors` then, and
+            :meth:`search` / :meth:`search_batch` only in ``lexical`` mode.
         store: The store (``lexical`` and ``hybrid`` need one with a lexical index).
         query_encoder: A separate query tower (asymmetric two-tower models); default ``encoder``.
         reranker: Reorders the top ``rerank_depth`` candidates of any mode.
@@ -240,7 +247,7 @@ class Retriever:
 
     def __init__(
         self,
-        encoder: BiEncoder,
+        encoder: BiEncoder | None,
         store: VectorStore,
         *,
         query_encoder: BiEncoder | None = None,
@@ -253,15 +260,16 @@ class Retriever:
         candidates: int | None = None,
     ) -> None:
         spec = store.spec
-        check_spec(
-            spec,
-            encoder.spec(
-                query_prefix=spec.query_prefix,
-                passage_prefix=spec.passage_prefix,
-                query_encoder=query_encoder,
-            ),
-            "the store",
-        )
+        if encoder is not None:
+            check_spec(
+                spec,
+                encoder.spec(
+                    query_prefix=spec.query_prefix,
+                    passage_prefix=spec.passage_prefix,
+                    query_encoder=query_encoder,
+                ),
+                "the store",
+            )
         if rerank_depth < 1:
             raise ValueError(f"rerank_depth must be >= 1, got {rerank_depth}")
         check_mode(mode)
@@ -312,6 +320,11 @@ class Retriever:
             return []
         vectors = None
         if self.mode != "lexical":
+            if self.query_encoder is None:
+                raise ValueError(
+                    f"{self.mode} mode needs an encoder for query texts: pass encoder=, or"
+                    " encode the queries yourself and call search_by_vectors"
+                )
             vectors = self.query_encoder.encode(list(queries), prefix=self.store.spec.query_prefix)
         return self.search_by_vectors(queries, vectors, k, filter=parsed, doc_level=doc_level)
 

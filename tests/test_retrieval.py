@@ -184,3 +184,23 @@ def test_lexical_mode_needs_no_vectors_and_answers_hostile_text(tiny_encoder, in
 def test_unknown_mode_lists_the_valid_ones(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="valid: dense, lexical, hybrid"):
         Retriever(tiny_encoder, indexed, mode="sparse")
+
+
+def test_without_an_encoder_queries_come_as_vectors(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    vectors = tiny_encoder.encode(["cats purring"])
+    with_encoder = Retriever(tiny_encoder, indexed).search("cats purring", k=3)
+    [hits] = Retriever(None, indexed).search_by_vectors(["cats purring"], vectors, k=3)
+    assert [h.point_id for h in hits] == [h.point_id for h in with_encoder]
+    assert Retriever(None, indexed, mode="lexical").search("cats", k=3)
+    with pytest.raises(ValueError, match="dense mode needs an encoder for query texts"):
+        Retriever(None, indexed).search("cats", k=3)
+
+
+def test_to_dict_is_every_field_with_plain_metadata() -> None:
+    from dataclasses import fields
+
+    hit = Hit("d", 0.5, "t", 0, 1, metadata={"a": [1]}, point_id="p", dense_rank=1)
+    data = hit.to_dict()
+    assert list(data) == [f.name for f in fields(Hit)]
+    assert type(data["metadata"]) is dict and data["metadata"] == {"a": [1]}
+    assert (data["point_id"], data["dense_rank"], data["lexical_rank"]) == ("p", 1, None)

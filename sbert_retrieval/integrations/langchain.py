@@ -14,6 +14,21 @@ Install with ``pip install 'sbert-retrieval[langchain]'`` (langchain-core only):
     )
     docs = retriever.invoke("how do cats purr?")
 
+Retrieval modes
+    Every search runs through :class:`~sbert_retrieval.retrieval.Retriever`, the query path
+    the CLI and the HTTP service use. ``search_type`` keeps LangChain's meaning
+    (``similarity``, ``similarity_score_threshold``, ``mmr``); the mode goes in
+    ``search_kwargs`` (or as keyword arguments of ``similarity_search``), as the other
+    retrieval settings do::
+
+        hybrid = store.as_retriever(
+            search_kwargs={"k": 5, "mode": "hybrid", "fusion": "weighted", "alpha": 0.7}
+        )
+
+    ``mode`` is ``dense`` (default), ``lexical`` (BM25; the store needs a lexical index) or
+    ``hybrid``; ``fusion`` (``rrf`` or ``weighted``), ``alpha``, ``rrf_k`` and ``candidates``
+    are :class:`~sbert_retrieval.retrieval.Retriever`'s. ``mmr`` is dense only.
+
 Payloads and ids
     Points are written exactly as :class:`~sbert_retrieval.pipeline.IngestionPipeline` writes
     them (payload keys ``doc_id``, ``chunk_index``, ``text``, ``start``, ``end``,
@@ -32,8 +47,11 @@ Payloads and ids
     whole documents.
 
 Scores
-    ``similarity_search_with_score`` returns the store's similarity (cosine, or inner product),
-    higher is better; relevance scores map it to ``[0, 1]`` as ``(1 + s) / 2``.
+    ``similarity_search_with_score`` returns the hit's score, higher is better: the store's
+    similarity (cosine, or inner product) in ``dense`` mode, BM25 in ``lexical`` mode, the
+    fused score in ``hybrid`` mode. Relevance scores (and ``similarity_score_threshold``) map
+    a dense similarity to ``[0, 1]`` as ``(1 + s) / 2`` and take ``weighted`` hybrid scores
+    (already in ``[0, 1]``) as they are; BM25 and RRF scores have no such scale and are refused.
 
 Filters
     The ``filter`` argument uses :mod:`sbert_retrieval.stores.filters` on every backend:
@@ -68,16 +86,19 @@ try:
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
     from langchain_core.vectorstores.utils import maximal_marginal_relevance
-    from pydantic import Field, field_validator
+    from pydantic import Field, field_validator, model_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "sbert_retrieval.integrations.langchain needs langchain-core:"
         " pip install 'sbert-retrieval[langchain]'"
     ) from exc
 
+from sbert_retrieval.documents import Document as SourceDocument
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion
 from sbert_retrieval.models import DEFAULT_MODEL, EmbeddingSpec, default_prefixes
-from sbert_retrieval.retrieval import Reranker, search_records
+from sbert_retrieval.pipeline import chunk_payload, whole_chunk
+from sbert_retrieval.retrieval import Hit, Reranker, Retriever, check_mode, rerank_hits
 from sbert_retrieval.stores.base import Record, ScoredRecord, check_spec
 from sbert_retrieval.stores.base import VectorStore as Store
 from sbert_retrieval.stores.factory import StoreConfig, open_store
@@ -102,7 +123,8 @@ T = TypeVar("T")
 DEFAULT_MAX_WORKERS = 4
 # Namespace of the UUID5 point ids of LangChain ids that are not UUIDs themselves.
 _LANGCHAIN_NAMESPACE = uuid.UUID("0b6c5a52-3f8e-4d5e-9c1a-7e2f4b9d8a61")
-_SEARCH_KWARGS = ("filter", "doc_level")
+_MODE_KWARGS = ("mode", "fusion", "alpha", "rrf_k", "candidates")
+_SEARCH_KWARGS = ("filter", "doc_level", *_MODE_KWARGS)
 
 _executor_lock = threading.Lock()
 _shared_executor: list[ThreadPoolExecutor] = []  # at most one, created on first use
@@ -163,11 +185,43 @@ def _content_id(text: str, metadata: Mapping[str, Any], position: int) -> str:
     return str(uuid.uuid5(_LANGCHAIN_NAMESPACE, key))
 
 
-def _langchain_id(point_id: str, payload: Mapping[str, Any]) -> str:
-    doc_id = payload.get("doc_id")
-    if isinstance(doc_id, str) and doc_id and to_point_id(doc_id) == point_id:
+def _langchain_id(point_id: str, doc_id: str) -> str:
+    if doc_id and to_point_id(doc_id) == point_id:
         return doc_id
     return point_id
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+
+
+def _dense_relevance(score: float) -> float:
+    """Similarity in ``[-1, 1]`` (cosine; inner product of unit vectors) → ``[0, 1]``."""
+    return min(1.0, max(0.0, (1.0 + score) / 2.0))
+
+
+def _unit_relevance(score: float) -> float:
+    return min(1.0, max(0.0, score))
+
+
+def _relevance_fn(mode: str, fusion: str) -> Callable[[float], float]:
+    """How a hit's score maps to a relevance in ``[0, 1]`` in this mode.
+
+    Raises:
+        ValueError: Unknown mode or fusion, or a mode whose scores have no ``[0, 1]`` scale.
+    """
+    check_mode(mode)
+    if mode == "dense":
+        return _dense_relevance
+    check_fusion(fusion, alpha=DEFAULT_ALPHA, rrf_k=DEFAULT_RRF_K)
+    if mode == "hybrid" and fusion == "weighted":
+        return _unit_relevance
+    raise ValueError(
+        f"relevance scores (similarity_score_threshold) need mode 'dense' (cosine) or mode"
+        f" 'hybrid' with fusion 'weighted' (scores in [0, 1]); got mode {mode!r}, fusion"
+        f" {fusion!r}, whose scores (BM25, RRF) have no such scale"
+    )
 
 
 def embeddings_spec(
@@ -454,19 +508,9 @@ class SbertVectorStore(VectorStore):
             return []
         point_ids = [to_point_id(i) for i in final_ids]
         vectors = self._embed_documents(text_list)
+        # One chunk per text, with the payload the ingestion pipeline writes.
         records = [
-            Record(
-                pid,
-                vectors[n],
-                {
-                    "doc_id": lc_id,
-                    "chunk_index": 0,
-                    "text": text,
-                    "start": 0,
-                    "end": len(text),
-                    "metadata": meta,
-                },
-            )
+            Record(pid, vectors[n], chunk_payload(whole_chunk(SourceDocument(lc_id, text, meta))))
             for n, (pid, lc_id, text, meta) in enumerate(
                 zip(point_ids, final_ids, text_list, metas, strict=True)
             )
@@ -577,16 +621,19 @@ class SbertVectorStore(VectorStore):
         self.close()
 
     # -- reading ---------------------------------------------------------------------------
-    def _document(self, point_id: str, payload: Mapping[str, Any]) -> Document:
-        metadata = dict(payload.get("metadata") or {})
+    def _document(self, hit: Hit) -> Document:
+        """A hit as a LangChain document (``rerank_score`` in its metadata when reranked)."""
+        metadata = dict(hit.metadata)
         if self.chunk_fields:
-            for key in ("doc_id", "chunk_index", "start", "end"):
-                if key in payload:
-                    metadata[key] = payload[key]
+            metadata.update(
+                doc_id=hit.doc_id, chunk_index=hit.chunk_index, start=hit.start, end=hit.end
+            )
+        if hit.rerank_score is not None:
+            metadata["rerank_score"] = hit.rerank_score
         return Document(
-            page_content=str(payload.get("text", "")),
+            page_content=hit.text,
             metadata=metadata,
-            id=_langchain_id(point_id, payload),
+            id=_langchain_id(hit.point_id, hit.doc_id),
         )
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
@@ -595,7 +642,9 @@ class SbertVectorStore(VectorStore):
         Thread safety: safe, concurrent with searches and writes.
         """
         records = self.store.get([to_point_id(i) for i in ids])
-        return [self._document(r.id, r.payload) for r in records]
+        return [
+            self._document(Hit.from_record(ScoredRecord(r.id, 0.0, r.payload))) for r in records
+        ]
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Async :meth:`get_by_ids`, run on the bounded executor.
@@ -604,22 +653,83 @@ class SbertVectorStore(VectorStore):
         """
         return await _offload(self.executor, self.get_by_ids, list(ids))
 
-    def _search(
-        self, vector: np.ndarray, k: int, filter: FilterLike | None, doc_level: bool
-    ) -> list[ScoredRecord]:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        return search_records(
-            self.store, vector, k, filter=parse_filter(filter), doc_level=doc_level
+    def search_hits(
+        self,
+        query: str,
+        k: int = 4,
+        *,
+        filter: FilterLike | None = None,
+        doc_level: bool = False,
+        mode: str = "dense",
+        fusion: str = "rrf",
+        alpha: float = DEFAULT_ALPHA,
+        rrf_k: int = DEFAULT_RRF_K,
+        candidates: int | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int = 100,
+    ) -> list[Hit]:
+        """Top-``k`` hits for ``query`` through :class:`~sbert_retrieval.retrieval.Retriever`.
+
+        The query path every LangChain search here takes; the hits are those
+        ``sbert-retrieval search`` and the HTTP service return for the same settings.
+
+        Args:
+            query: The query text (the query prefix is applied for the dense branch).
+            k: Hits, >= 1 (default 4).
+            filter: Metadata filter in :mod:`sbert_retrieval.stores.filters` syntax.
+            doc_level: One hit per document (its best chunk).
+            mode / fusion / alpha / rrf_k / candidates: As
+                :class:`~sbert_retrieval.retrieval.Retriever` (default dense; ``lexical`` and
+                ``hybrid`` need a store with a lexical index).
+            reranker: Reorders the top ``rerank_depth`` hits.
+            rerank_depth: Hits reranked (default 100).
+
+        Raises:
+            ValueError: ``k < 1``, or an unknown mode or fusion, or a setting out of range (the
+                message lists the valid choices).
+            InvalidFilterError: A malformed filter.
+            StoreError: ``lexical``/``hybrid`` on a store without a lexical index.
+
+        Thread safety: safe; searches run concurrently.
+        """
+        retriever = self._retriever(
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            rrf_k=rrf_k,
+            candidates=candidates,
+            reranker=reranker,
+            rerank_depth=rerank_depth,
+        )
+        vector = None if mode == "lexical" else self._embed_query(query)
+        return self._hits(retriever, query, vector, k, filter=filter, doc_level=doc_level)
+
+    def _retriever(self, **settings: Any) -> Retriever:
+        encoder = self.embedding.encoder if isinstance(self.embedding, SbertEmbeddings) else None
+        return Retriever(encoder, self.store, **settings)
+
+    def _hits(
+        self,
+        retriever: Retriever,
+        query: str,
+        vector: np.ndarray | None,
+        k: int,
+        *,
+        filter: FilterLike | None,
+        doc_level: bool,
+    ) -> list[Hit]:
+        _check_k(k)
+        vectors = None if vector is None else vector.reshape(1, -1)
+        return retriever.search_by_vectors(
+            [query], vectors, k, filter=parse_filter(filter), doc_level=doc_level
         )[0]
 
     @staticmethod
-    def _check_search_kwargs(kwargs: Mapping[str, Any]) -> None:
-        if kwargs:
-            raise ValueError(
-                f"unknown search argument(s) {sorted(kwargs)};"
-                f" valid: k, {', '.join(_SEARCH_KWARGS)}"
-            )
+    def _check_search_kwargs(kwargs: Mapping[str, Any], allowed: Sequence[str]) -> None:
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            valid = ("filter", "doc_level", *allowed)
+            raise ValueError(f"unknown search argument(s) {unknown}; valid: k, {', '.join(valid)}")
 
     def similarity_search_with_score(
         self,
@@ -630,24 +740,33 @@ class SbertVectorStore(VectorStore):
         doc_level: bool = False,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
-        """Top-``k`` documents for ``query`` with their similarity, best first.
+        """Top-``k`` documents for ``query`` with their score, best first.
 
         Args:
             query: The query text (the query prefix is applied).
             k: Results, >= 1 (default 4); fewer when fewer points match.
             filter: Metadata filter in :mod:`sbert_retrieval.stores.filters` syntax.
             doc_level: One result per document (its best chunk).
+            **kwargs: ``mode`` (``dense``, ``lexical``, ``hybrid``), ``fusion``, ``alpha``,
+                ``rrf_k``, ``candidates``: see :meth:`search_hits`.
 
         Raises:
-            ValueError: ``k < 1`` or an unknown keyword argument.
+            ValueError: ``k < 1``, an unknown keyword argument, mode or fusion.
             InvalidFilterError: A malformed filter (the message names the problem).
 
         Thread safety: safe; searches run concurrently.
         """
-        self._check_search_kwargs(kwargs)
-        return self.similarity_search_with_score_by_vector(
-            self._embed_query(query), k, filter, doc_level=doc_level
-        )
+        self._check_search_kwargs(kwargs, _MODE_KWARGS)
+        hits = self.search_hits(query, k, filter=filter, doc_level=doc_level, **kwargs)
+        return [(self._document(h), h.score) for h in hits]
+
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Documents with relevance in ``[0, 1]`` (see the module's *Scores*)."""
+        relevance = _relevance_fn(kwargs.get("mode", "dense"), kwargs.get("fusion", "rrf"))
+        pairs = self.similarity_search_with_score(query, k, **kwargs)
+        return [(doc, relevance(score)) for doc, score in pairs]
 
     def similarity_search_with_score_by_vector(
         self,
@@ -657,15 +776,14 @@ class SbertVectorStore(VectorStore):
         *,
         doc_level: bool = False,
     ) -> list[tuple[Document, float]]:
-        """As :meth:`similarity_search_with_score` for a query vector of width ``dimension``.
+        """As :meth:`similarity_search_with_score` (dense) for a query vector of width
+        ``dimension``.
 
         Thread safety: safe.
         """
         vector = np.asarray(embedding, dtype=np.float32)
-        return [
-            (self._document(r.id, r.payload), r.score)
-            for r in self._search(vector, k, filter, doc_level)
-        ]
+        hits = self._hits(self._retriever(), "", vector, k, filter=filter, doc_level=doc_level)
+        return [(self._document(h), h.score) for h in hits]
 
     def similarity_search(
         self,
@@ -696,7 +814,7 @@ class SbertVectorStore(VectorStore):
 
         Thread safety: safe.
         """
-        self._check_search_kwargs(kwargs)
+        self._check_search_kwargs(kwargs, ())
         pairs = self.similarity_search_with_score_by_vector(
             embedding, k, filter, doc_level=doc_level
         )
@@ -731,7 +849,7 @@ class SbertVectorStore(VectorStore):
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """Similarity in ``[-1, 1]`` (cosine; inner product of unit vectors) → ``[0, 1]``."""
-        return lambda score: min(1.0, max(0.0, (1.0 + score) / 2.0))
+        return _dense_relevance
 
     def max_marginal_relevance_search_by_vector(
         self,
@@ -753,25 +871,116 @@ class SbertVectorStore(VectorStore):
 
         Thread safety: safe.
         """
+        hits = self._mmr_hits(embedding, k, fetch_k, lambda_mult, filter=filter, kwargs=kwargs)
+        return [self._document(h) for h in hits]
+
+    def _mmr_hits(
+        self,
+        embedding: Sequence[float] | np.ndarray,
+        k: int,
+        fetch_k: int,
+        lambda_mult: float,
+        *,
+        filter: FilterLike | None,
+        kwargs: Mapping[str, Any],
+    ) -> list[Hit]:
         if kwargs:
             raise ValueError(
                 f"unknown argument(s) {sorted(kwargs)}; valid: k, fetch_k, lambda_mult, filter"
+                " (mmr is dense only: no mode)"
             )
         if not 0.0 <= lambda_mult <= 1.0:
             raise ValueError(f"lambda_mult must be in [0, 1], got {lambda_mult}")
+        _check_k(k)
         query = np.asarray(embedding, dtype=np.float32)
-        candidates = self._search(query, max(fetch_k, k), filter, False)
+        candidates = self._hits(
+            self._retriever(), "", query, max(fetch_k, k), filter=filter, doc_level=False
+        )
         if not candidates:
             return []
-        stored = {r.id: r.vector for r in self.store.get([c.id for c in candidates])}
-        candidates = [c for c in candidates if c.id in stored]  # deleted meanwhile
+        stored = {r.id: r.vector for r in self.store.get([h.point_id for h in candidates])}
+        candidates = [h for h in candidates if h.point_id in stored]  # deleted meanwhile
         picks = maximal_marginal_relevance(
             query,
-            [np.asarray(stored[c.id], dtype=np.float32).tolist() for c in candidates],
+            [np.asarray(stored[h.point_id], dtype=np.float32).tolist() for h in candidates],
             lambda_mult=lambda_mult,
             k=k,
         )
-        return [self._document(candidates[i].id, candidates[i].payload) for i in picks]
+        return [candidates[i] for i in picks]
+
+    def reranked_search(
+        self,
+        query: str,
+        reranker: Reranker,
+        *,
+        search_type: str = "similarity",
+        rerank_depth: int = 100,
+        **search_kwargs: Any,
+    ) -> list[Document]:
+        """What :class:`SbertRetriever` returns with a reranker: ``k`` documents, reranked.
+
+        ``max(k, rerank_depth)`` candidates are fetched by ``search_type`` (``similarity``,
+        ``similarity_score_threshold`` or ``mmr``) and reordered by ``reranker``; each returned
+        document carries ``metadata["rerank_score"]`` (stored documents are unchanged).
+
+        Args:
+            query: The query text.
+            reranker: Anything with ``score(query, passages) -> list[float]``.
+            search_type: As LangChain's ``VectorStoreRetriever``.
+            rerank_depth: Candidates reranked (default 100; at least ``k``).
+            **search_kwargs: ``k`` (default 4) and the search type's own: ``filter``,
+                ``doc_level`` and the mode settings (see :meth:`search_hits`),
+                ``score_threshold``; for ``mmr``, ``fetch_k``, ``lambda_mult`` and ``filter``.
+
+        Raises:
+            ValueError: An unknown search type or argument, or a setting out of range.
+
+        Thread safety: safe.
+        """
+        options = dict(search_kwargs)
+        k = options.pop("k", 4)
+        _check_k(k)
+        depth = max(k, rerank_depth)
+        if search_type == "mmr":
+            fetch_k = max(int(options.pop("fetch_k", 20)), depth)
+            lambda_mult = float(options.pop("lambda_mult", 0.5))
+            filter = options.pop("filter", None)
+            picks = self._mmr_hits(
+                self._embed_query(query), depth, fetch_k, lambda_mult, filter=filter, kwargs=options
+            )
+            hits = rerank_hits(reranker, query, picks, depth)
+        elif search_type in ("similarity", "similarity_score_threshold"):
+            threshold = options.pop("score_threshold", None)
+            filter = options.pop("filter", None)
+            doc_level = bool(options.pop("doc_level", False))
+            self._check_search_kwargs(options, _MODE_KWARGS)
+            hits = self.search_hits(
+                query,
+                depth,
+                filter=filter,
+                doc_level=doc_level,
+                reranker=reranker,
+                rerank_depth=depth,
+                **options,
+            )
+            if search_type == "similarity_score_threshold" and threshold is not None:
+                relevance = _relevance_fn(
+                    options.get("mode", "dense"), options.get("fusion", "rrf")
+                )
+                hits = [
+                    h
+                    for h in hits
+                    if relevance(
+                        h.first_stage_score if h.first_stage_score is not None else h.score
+                    )
+                    >= threshold
+                ]
+        else:
+            raise ValueError(
+                f"unknown search_type {search_type!r}; valid: similarity,"
+                " similarity_score_threshold, mmr"
+            )
+        return [self._document(h) for h in hits[:k]]
 
     def max_marginal_relevance_search(
         self,
@@ -900,7 +1109,9 @@ class SbertVectorStore(VectorStore):
             rerank_depth: Candidates fetched and reranked (default 100; at least ``k``).
             **kwargs: As ``VectorStore.as_retriever``: ``search_type`` (``similarity``,
                 ``similarity_score_threshold``, ``mmr``), ``search_kwargs`` (``k``,
-                ``filter``, ``doc_level``, ...), ``tags``, ``metadata``.
+                ``filter``, ``doc_level``, ``mode``, ``fusion``, ``alpha``, ``rrf_k``,
+                ``candidates``; ``score_threshold``; ``fetch_k``, ``lambda_mult``), ``tags``,
+                ``metadata``.
 
         Thread safety: safe; the retriever may be shared across threads.
         """
@@ -940,40 +1151,39 @@ class SbertRetriever(VectorStoreRetriever):
             )
         return value
 
-    def _candidate_kwargs(self, kwargs: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        merged = {**self.search_kwargs, **kwargs}
-        k = int(merged.get("k", 4))
-        depth = max(k, self.rerank_depth)
-        merged["k"] = depth
-        if self.search_type == "mmr":
-            merged["fetch_k"] = max(int(merged.get("fetch_k", 20)), depth)
-        return k, merged
-
-    def _rerank(self, query: str, candidates: list[Document], k: int) -> list[Document]:
-        if not candidates:
-            return []
-        scores = self.reranker.score(query, [doc.page_content for doc in candidates])
-        if len(scores) != len(candidates):
+    @model_validator(mode="after")
+    def _check_settings(self) -> SbertRetriever:
+        if self.reranker is not None and not isinstance(self.vectorstore, SbertVectorStore):
             raise ValueError(
-                f"the reranker returned {len(scores)} scores for {len(candidates)} passages"
+                "a reranker needs an SbertVectorStore (use SbertVectorStore.as_retriever)"
             )
-        order = sorted(range(len(candidates)), key=lambda i: float(scores[i]), reverse=True)
-        return [
-            candidates[i].model_copy(
-                update={"metadata": {**candidates[i].metadata, "rerank_score": float(scores[i])}}
+        mode = self.search_kwargs.get("mode", "dense")
+        check_mode(mode)
+        if mode == "hybrid":
+            check_fusion(
+                self.search_kwargs.get("fusion", "rrf"),
+                alpha=self.search_kwargs.get("alpha", DEFAULT_ALPHA),
+                rrf_k=self.search_kwargs.get("rrf_k", DEFAULT_RRF_K),
             )
-            for i in order[:k]
-        ]
+        return self
+
+    def _reranked(self, query: str, kwargs: Mapping[str, Any]) -> list[Document]:
+        store = self.vectorstore
+        assert isinstance(store, SbertVectorStore)
+        return store.reranked_search(
+            query,
+            self.reranker,
+            search_type=self.search_type,
+            rerank_depth=self.rerank_depth,
+            **{**self.search_kwargs, **kwargs},
+        )
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         if self.reranker is None:
             return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
-        k, merged = self._candidate_kwargs(kwargs)
-        # ``merged`` holds search_kwargs with k (and fetch_k) raised; call-time kwargs win.
-        candidates = super()._get_relevant_documents(query, run_manager=run_manager, **merged)
-        return self._rerank(query, candidates, k)
+        return self._reranked(query, kwargs)
 
     async def _aget_relevant_documents(
         self,
@@ -984,9 +1194,5 @@ class SbertRetriever(VectorStoreRetriever):
     ) -> list[Document]:
         if self.reranker is None:
             return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)
-        k, merged = self._candidate_kwargs(kwargs)
-        candidates = await super()._aget_relevant_documents(
-            query, run_manager=run_manager, **merged
-        )
         executor = getattr(self.vectorstore, "executor", None)
-        return await _offload(executor, self._rerank, query, candidates, k)
+        return await _offload(executor, self._reranked, query, kwargs)

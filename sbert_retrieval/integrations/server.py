@@ -76,10 +76,10 @@ from sbert_retrieval.errors import InvalidFilterError, SbertRetrievalError, Stor
 from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS, check_fusion
 from sbert_retrieval.models import DEFAULT_MODEL, default_prefixes
 from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
-from sbert_retrieval.retrieval import MODES, Hit, Reranker, Retriever, check_mode
+from sbert_retrieval.retrieval import MODES, Reranker, Retriever, check_mode
 from sbert_retrieval.stores.base import VectorStore
 from sbert_retrieval.stores.factory import StoreConfig, open_store, stored_spec
-from sbert_retrieval.stores.filters import Filter, parse_filter
+from sbert_retrieval.stores.filters import parse_filter
 
 __all__ = [
     "API_KEY_ENV",
@@ -526,21 +526,6 @@ class _Service:
             candidates=request.candidates,
         )
 
-    def search(
-        self,
-        retriever: Retriever,
-        query: str,
-        vector: np.ndarray | None,
-        k: int,
-        *,
-        parsed: Filter | None,
-        doc_level: bool,
-    ) -> list[Hit]:
-        vectors = None if vector is None else vector.reshape(1, -1)
-        return retriever.search_by_vectors([query], vectors, k, filter=parsed, doc_level=doc_level)[
-            0
-        ]
-
     def delete(self, doc_id: str) -> tuple[int, int]:
         deleted = self.store.delete_documents([doc_id])
         if deleted:
@@ -857,14 +842,15 @@ def create_app(
         parsed = parse_filter(request.filter)
         retriever = service.retriever(request)
         # Encoded by the micro-batching encoder thread; the lexical branch needs no vector.
-        vector = None if request.mode == "lexical" else await service.batcher.encode(request.query)
-        hits = await service.run(
-            service.search,
-            retriever,
-            request.query,
-            vector,
+        vectors = None
+        if request.mode != "lexical":
+            vectors = (await service.batcher.encode(request.query)).reshape(1, -1)
+        [hits] = await service.run(
+            retriever.search_by_vectors,
+            [request.query],
+            vectors,
             request.k,
-            parsed=parsed,
+            filter=parsed,
             doc_level=request.doc_level,
         )
         # Returned as a response: no second validation against the response model, which

@@ -443,3 +443,81 @@ def test_from_texts_with_other_stores(tiny_encoder: BiEncoder) -> None:
         SbertVectorStore.from_texts(
             ["x"], tiny_encoder, store=store, store_config=StoreConfig(index="i")
         )
+
+
+def test_modes_go_through_the_retriever(animals: SbertVectorStore, tiny_encoder: BiEncoder) -> None:
+    query = "a dog barked"
+    for settings in (
+        {"mode": "lexical"},
+        {"mode": "hybrid"},
+        {"mode": "hybrid", "fusion": "weighted", "alpha": 0.2, "candidates": 5},
+    ):
+        pairs = animals.similarity_search_with_score(query, k=3, **settings)
+        hits = Retriever(tiny_encoder, animals.store, **settings).search(query, k=3)
+        assert [d.page_content for d, _ in pairs] == [h.text for h in hits]
+        np.testing.assert_allclose([s for _, s in pairs], [h.score for h in hits], atol=1e-6)
+        docs = animals.as_retriever(search_kwargs={"k": 3, **settings}).invoke(query)
+        assert docs == [d for d, _ in pairs]
+        assert (
+            asyncio.run(animals.as_retriever(search_kwargs={"k": 3, **settings}).ainvoke(query))
+            == docs
+        )
+    [lexical] = animals.similarity_search(query, k=3, mode="lexical")  # BM25: one text matches
+    assert lexical.page_content == "a dog barked all night"
+    de = animals.similarity_search("cat", k=9, mode="hybrid", filter={"n": {"$lt": 2}})
+    assert {d.metadata["n"] for d in de} == {0, 1}
+
+
+def test_mode_errors_are_actionable(animals: SbertVectorStore) -> None:
+    with pytest.raises(ValueError, match="unknown mode 'sparse'; valid: dense, lexical, hybrid"):
+        animals.as_retriever(search_kwargs={"mode": "sparse"})
+    with pytest.raises(ValueError, match="unknown fusion 'max'; valid: rrf, weighted"):
+        animals.as_retriever(search_kwargs={"mode": "hybrid", "fusion": "max"})
+    with pytest.raises(ValueError, match="unknown mode 'sparse'"):
+        animals.similarity_search("cat", mode="sparse")
+    with pytest.raises(
+        ValueError, match=r"need mode 'dense'.*or mode 'hybrid' with fusion 'weighted'"
+    ):
+        animals.similarity_search_with_relevance_scores("cat", mode="lexical")
+    with pytest.raises(ValueError, match="mmr is dense only"):
+        animals.max_marginal_relevance_search("cat", mode="hybrid")
+
+
+def test_threshold_and_rerank_in_hybrid_mode(animals: SbertVectorStore) -> None:
+    query = "a dog barked"
+    weighted = {"mode": "hybrid", "fusion": "weighted", "alpha": 0.0}  # BM25 alone, in [0, 1]
+    relevance = animals.similarity_search_with_relevance_scores(query, k=9, **weighted)
+    assert relevance[0][1] == pytest.approx(1.0)
+    assert all(0.0 <= s <= 1.0 for _, s in relevance)
+    threshold = animals.as_retriever(
+        search_type="similarity_score_threshold",
+        search_kwargs={"k": 5, "score_threshold": 0.5, **weighted},
+    )
+    assert [d.page_content for d in threshold.invoke(query)] == ["a dog barked all night"]
+    reranker = PreferWord("number 7")
+    reranked = animals.as_retriever(
+        search_kwargs={"k": 2, "mode": "hybrid"}, reranker=reranker, rerank_depth=9
+    ).invoke(query)
+    assert reranked[0].page_content.endswith("number 7")
+    assert reranked[0].metadata["rerank_score"] == 1.0 and len(reranked) == 2
+    assert reranker.calls == [(query, 9)]
+    with_threshold = animals.as_retriever(
+        search_type="similarity_score_threshold",
+        search_kwargs={"k": 5, "score_threshold": 0.5, **weighted},
+        reranker=reranker,
+    ).invoke(query)
+    assert [d.page_content for d in with_threshold] == ["a dog barked all night"]
+    mmr = animals.as_retriever(
+        search_type="mmr", search_kwargs={"k": 2, "fetch_k": 9}, reranker=reranker, rerank_depth=4
+    ).invoke(query)
+    assert len(mmr) == 2 and all("rerank_score" in d.metadata for d in mmr)
+
+
+def test_modes_with_any_langchain_embeddings() -> None:
+    fake = SbertVectorStore.from_texts(
+        ["cats purr", "dogs bark", "birds sing"], DeterministicFakeEmbedding(size=8)
+    )
+    [doc] = fake.similarity_search("dogs", k=3, mode="lexical")
+    assert doc.page_content == "dogs bark"
+    hybrid = fake.similarity_search("dogs", k=3, mode="hybrid")
+    assert len(hybrid) == 3 and hybrid[0].page_content == "dogs bark"
