@@ -74,6 +74,7 @@ __all__ = [
     "Condition",
     "Filter",
     "FilterLike",
+    "compile_label_select",
     "compile_sql",
     "has_value",
     "parse_filter",
@@ -473,6 +474,13 @@ def _sql_equals(condition: Condition, params: list[Any]) -> str | bool:
     return " UNION ALL ".join(selects)
 
 
+def _sql_values(condition: Condition, params: list[Any]) -> str | bool:
+    """The sub-select of a metadata equality or range condition (its negation aside)."""
+    if condition.equals is not None:
+        return _sql_equals(condition, params)
+    return _sql_range(condition, params)
+
+
 def _sql_doc_id(condition: Condition) -> tuple[str, list[Any]] | bool:
     """``doc_id`` conditions on the column ``p.doc_id`` (a string, or NULL when absent)."""
     if condition.exists is not None:
@@ -502,10 +510,7 @@ def _sql_condition(condition: Condition, params: list[Any]) -> str:
         inside = "IN" if condition.exists else "NOT IN"
         return f"p.label {inside} (SELECT label FROM fields WHERE key = ?)"
     select_params: list[Any] = []
-    if condition.equals is not None:
-        select = _sql_equals(condition, select_params)
-    else:
-        select = _sql_range(condition, select_params)
+    select = _sql_values(condition, select_params)
     if isinstance(select, bool):
         return _constant(select is not condition.negated)
     params += select_params
@@ -538,3 +543,36 @@ def compile_sql(filter: Filter) -> tuple[str, list[Any]]:
     """
     params: list[Any] = []
     return _sql_filter(filter, params), params
+
+
+def compile_label_select(filter: Filter) -> tuple[str, list[Any]] | None:
+    """A ``SELECT label FROM fields ...`` statement for the points that match, or ``None``.
+
+    Answered from the ``fields`` index alone, without visiting ``points``: :func:`compile_sql`
+    tests each point row, which costs a row lookup per match (55 ms for 10,000 matches). Only
+    filters whose clauses are all positive metadata tests (equality, ``$in``, ranges) compile;
+    ``doc_id``, ``$ne``/``$nin``, ``$exists`` and ``$or`` return ``None`` (use
+    :func:`compile_sql`). A label may be listed more than once (a list field with several
+    matching values), and labels of every point in the table are listed.
+    """
+    selects: list[str] = []
+    params: list[Any] = []
+    for clause in filter.conditions:
+        if (
+            isinstance(clause, AnyOf)
+            or clause.field == "doc_id"
+            or clause.negated
+            or clause.exists is not None
+        ):
+            return None
+        select_params: list[Any] = []
+        select = _sql_values(clause, select_params)
+        if isinstance(select, bool):
+            if not select:
+                return ("SELECT label FROM fields WHERE 0", [])
+            return None
+        selects.append(f"SELECT label FROM ({select})")
+        params += select_params
+    if not selects:
+        return None
+    return " INTERSECT ".join(selects), params

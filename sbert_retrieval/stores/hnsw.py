@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -13,11 +14,16 @@ import hnswlib
 import numpy as np
 
 from sbert_retrieval.models import EmbeddingSpec
-from sbert_retrieval.stores.local import SNAPSHOT_MIN_TAIL, LocalStore
+from sbert_retrieval.stores.local import SNAPSHOT_MIN_TAIL, LocalStore, exact_top_k
+from sbert_retrieval.stores.quantized import Int8Codes
 
 __all__ = ["HnswParams", "HnswStore"]
 
+logger = logging.getLogger(__name__)
+
 _INITIAL_CAPACITY = 1024
+#: Exact filtered search rescores at least this many int8 candidates per query (and 4k).
+_RESCORE_MIN = 64
 
 
 @dataclass(frozen=True)
@@ -30,13 +36,16 @@ class HnswParams:
         ef_search: Candidate list size while searching (default 128; ``max(ef_search, k)`` is
             used). Unlike hnswlib itself, this store saves it with the index.
         exact_threshold: A filter matching at most this many points is answered by exact search
-            over them (default 2,000), as a graph walk that skips most nodes loses recall.
+            over them (default 20,000): an int8 scan of the matches, its best candidates
+            rescored with the float32 vectors. A graph walk that skips most nodes is both slow
+            (hnswlib calls back into Python per node) and loses recall; at 1M points a 1%
+            filter (10,000 matches) took 136 ms through the graph, under 10 ms exactly.
     """
 
     m: int = 16
     ef_construction: int = 200
     ef_search: int = 128
-    exact_threshold: int = 2_000
+    exact_threshold: int = 20_000
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -50,7 +59,9 @@ class HnswStore(LocalStore):
     Covers hnswlib's sharp edges: query widths are validated, ``k`` is clamped to the live count,
     capacity grows automatically, ``ef_search`` is persisted, deleted slots are reused, and a
     readers–writer lock keeps additions and searches apart (hnswlib's add and query must not run
-    concurrently).
+    concurrently). Beside the graph it holds an int8 copy of the vectors (a quarter of their
+    float32 size: :class:`~sbert_retrieval.stores.quantized.Int8Codes`), saved with each graph
+    snapshot, for exact search over the points a selective filter matches.
 
     Args:
         path: Directory, or ``None`` for an in-memory index.
@@ -114,6 +125,7 @@ class HnswStore(LocalStore):
         )
 
     def _init_index(self, capacity: int) -> None:
+        self._codes = Int8Codes(self.dimension)
         self._index = self._new_index()
         self._index.init_index(
             max_elements=max(capacity, _INITIAL_CAPACITY),
@@ -124,7 +136,9 @@ class HnswStore(LocalStore):
         )
         self._index.set_ef(self.params.ef_search)
 
-    def _save_snapshot(self, file: Path) -> None:
+    def _save_snapshot(self, file: Path) -> list[Path]:
+        codes = file.with_name(file.name.replace(".hnsw", ".codes.npy"))
+        self._codes.save(codes)
         self._index.save_index(str(file))
         # hnswlib writes through an unchecked std::ofstream: on a full disk it leaves a short
         # file and reports nothing, so the size is checked before the file may replace anything.
@@ -134,8 +148,9 @@ class HnswStore(LocalStore):
             raise OSError(
                 errno.ENOSPC, f"wrote {written:,} of {expected:,} bytes (is the disk full?)"
             )
+        return [codes]
 
-    def _load_snapshot(self, file: Path, capacity: int) -> None:
+    def _load_snapshot(self, file: Path, capacity: int, companions: Sequence[Path]) -> None:
         index = self._new_index()
         index.load_index(
             str(file), max_elements=max(capacity, _INITIAL_CAPACITY), allow_replace_deleted=True
@@ -143,6 +158,22 @@ class HnswStore(LocalStore):
         if index.dim != self.dimension:
             raise ValueError(f"the snapshot holds {index.dim}-d vectors, not {self.dimension}-d")
         index.set_ef(self.params.ef_search)
+        codes = [part for part in companions if part.name.endswith(".codes.npy")]
+        if codes:
+            self._codes = Int8Codes.load(codes[0], self.dimension)
+        else:
+            # A snapshot from before the int8 copy: derive it once from the database.
+            logger.info("%s: building the int8 copy of the vectors from the database", self.path)
+            self._codes = Int8Codes(self.dimension)
+            ids = index.get_ids_list()
+            last = max(ids) if ids else 0
+            cursor = self._reader().execute(
+                "SELECT label, vector FROM points WHERE label <= ? ORDER BY label", (last,)
+            )
+            while rows := cursor.fetchmany(_INITIAL_CAPACITY * 8):
+                labels = np.fromiter((label for label, _ in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
+                self._codes.add(labels, self._compared(vectors.reshape(len(rows), -1)))
         self._index = index
 
     def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -153,10 +184,19 @@ class HnswStore(LocalStore):
         # Labels are always new (a changed vector gets a new label), so replace_deleted only
         # reuses the slots of deleted points: never the ghost-node path of re-adding a label.
         self._index.add_items(vectors, labels, num_threads=self.num_threads, replace_deleted=True)
+        self._codes.add(labels, self._compared(vectors))
+
+    def _compared(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as the graph compares them (hnswlib normalizes for cosine)."""
+        if self.metric != "cosine":
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms == 0, 1, norms)
 
     def _index_delete(self, labels: Sequence[int]) -> None:
         for label in labels:
             self._index.mark_deleted(int(label))
+        self._codes.delete(np.asarray(labels, dtype=np.int64))
 
     def _index_vectors(self, labels: Sequence[int]) -> np.ndarray:
         if not len(labels):
@@ -169,7 +209,7 @@ class HnswStore(LocalStore):
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         if allowed is not None and len(allowed) <= max(self.params.exact_threshold, k):
-            return self._exact_search(queries, k, allowed)
+            return self._filtered_exact(queries, k, allowed)
         allowed_set = None if allowed is None else set(allowed.tolist())
         try:
             labels, distances = self._index.knn_query(
@@ -182,5 +222,33 @@ class HnswStore(LocalStore):
             # hnswlib could not reach k live (or allowed) points through the graph: answer exactly.
             if allowed is None:
                 allowed = self._live_labels()
-            return self._exact_search(queries, k, allowed)
+            return self._filtered_exact(queries, k, allowed)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+
+    def _filtered_exact(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` among ``allowed``: int8 scan, then the float32 rescore of the best.
+
+        Each query rescores its max(4k, 64) best int8 candidates with the stored float32
+        vectors, so the scores are exact and so is the order, unless the int8 error (about
+        0.4% of a score) reorders points across that depth.
+        """
+        depth = max(4 * k, _RESCORE_MIN)
+        candidates = self._codes.top(queries, allowed, depth)
+        labels, vectors = self._stored_vectors(np.unique(candidates))
+        if not len(labels):
+            empty = np.empty((len(queries), 0))
+            return empty.astype(np.int64), empty.astype(np.float32)
+        row_of = {label: row for row, label in enumerate(labels.tolist())}
+        width = min(k, candidates.shape[1])
+        out_labels = np.full((len(queries), width), -1, dtype=np.int64)
+        out_scores = np.full((len(queries), width), -np.inf, dtype=np.float32)
+        for i, (query, row) in enumerate(zip(queries, candidates, strict=True)):
+            rows = np.fromiter(
+                (row_of[label] for label in row.tolist() if label in row_of), dtype=np.int64
+            )
+            best, scores = exact_top_k(query[None, :], vectors[rows], min(width, len(rows)))
+            out_labels[i, : best.shape[1]] = labels[rows[best[0]]]
+            out_scores[i, : best.shape[1]] = scores[0]
+        return out_labels, out_scores

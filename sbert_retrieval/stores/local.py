@@ -62,6 +62,7 @@ from sbert_retrieval.stores.base import (
 from sbert_retrieval.stores.filters import (
     Filter,
     FilterLike,
+    compile_label_select,
     compile_sql,
     parse_filter,
     payload_fields,
@@ -91,7 +92,8 @@ SNAPSHOT_MIN_TAIL = 100_000
 _GRAPH_STEP = 2_048
 #: SQLite's default limit on ``?`` parameters in one statement is far above this.
 _IN_CHUNK = 500
-_SNAPSHOT_FILE = re.compile(r"^graph-(\d+)\.hnsw(\.tmp)?$")
+#: A snapshot's files: the graph, and companions beside it (``graph-N.<part>``).
+_SNAPSHOT_FILE = re.compile(r"^graph-(\d+)\.[a-z0-9.]+?(\.tmp)?$")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -244,6 +246,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _label_array(
+    connection: sqlite3.Connection, statement: str, parameters: Sequence[Any]
+) -> np.ndarray:
+    """The integer column ``statement`` selects, as int64.
+
+    SQLite joins the labels into one string, which numpy parses: a third of the time of one
+    Python row per label (1.0 ms against 2.7 ms for 10,000 labels).
+    """
+    (joined,) = connection.execute(
+        f"SELECT group_concat(label) FROM ({statement})", parameters
+    ).fetchone()
+    if not joined:
+        return np.empty(0, dtype=np.int64)
+    return np.fromstring(joined, dtype=np.int64, sep=",")
+
+
+def _snapshot_files(snapshot: Mapping[str, Any]) -> list[str]:
+    """The file names of a snapshot entry: the graph, then its companions."""
+    return [str(snapshot["file"]), *(str(part["file"]) for part in snapshot.get("companions", []))]
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -377,12 +400,14 @@ class LocalStore(VectorStore, abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, scores)``, ``(n, k)`` each, best first; ``allowed`` restricts the labels."""
 
-    def _save_snapshot(self, file: Path) -> None:
-        """Write the index to ``file``; only stores that keep snapshots override it."""
+    def _save_snapshot(self, file: Path) -> list[Path]:
+        """Write the index to ``file`` (a ``graph-N.hnsw.tmp``) and return the companion files
+        written beside it (each ``graph-N.<part>.tmp``); only stores that keep snapshots
+        override it."""
         raise NotImplementedError
 
-    def _load_snapshot(self, file: Path, capacity: int) -> None:
-        """Load an index written by :meth:`_save_snapshot`."""
+    def _load_snapshot(self, file: Path, capacity: int, companions: Sequence[Path]) -> None:
+        """Load an index written by :meth:`_save_snapshot` (``companions`` verified, in order)."""
         raise NotImplementedError
 
     #: Whether the index is worth snapshotting (an exact matrix is rebuilt faster than read).
@@ -528,7 +553,11 @@ class LocalStore(VectorStore, abc.ABC):
         if snapshot:
             try:
                 self._verify_snapshot(snapshot)
-                self._load_snapshot(self.path / snapshot["file"], capacity)
+                self._load_snapshot(
+                    self.path / snapshot["file"],
+                    capacity,
+                    [self.path / str(part["file"]) for part in snapshot.get("companions", [])],
+                )
                 self._labels_covered = int(snapshot["labels"])
                 self._tombstones_covered = int(snapshot["tombstones"])
                 self._count = int(snapshot["count"])
@@ -546,11 +575,12 @@ class LocalStore(VectorStore, abc.ABC):
         self._catch_up()
 
     def _verify_snapshot(self, snapshot: Mapping[str, Any]) -> None:
-        file = self.path / str(snapshot["file"])
-        if not file.is_file():
-            raise StoreCorruptedError(f"{file} is missing")
-        if file.stat().st_size != int(snapshot["bytes"]) or _sha256(file) != snapshot["sha256"]:
-            raise StoreCorruptedError(f"{file} does not match its checksum")
+        for part in (snapshot, *snapshot.get("companions", [])):
+            file = self.path / str(part["file"])
+            if not file.is_file():
+                raise StoreCorruptedError(f"{file} is missing")
+            if file.stat().st_size != int(part["bytes"]) or _sha256(file) != part["sha256"]:
+                raise StoreCorruptedError(f"{file} does not match its checksum")
 
     def _catch_up(self) -> None:
         """Bring the in-memory index up to the database's last commit."""
@@ -629,9 +659,9 @@ class LocalStore(VectorStore, abc.ABC):
             self._catch_up()
 
     def _remove_stray_snapshots(self) -> None:
-        current = self._snapshot["file"] if self._snapshot else None
+        current = set(_snapshot_files(self._snapshot)) if self._snapshot else set()
         for file in self.path.iterdir():
-            if _SNAPSHOT_FILE.match(file.name) and file.name != current:
+            if _SNAPSHOT_FILE.match(file.name) and file.name not in current:
                 with contextlib.suppress(OSError):
                     file.unlink()
 
@@ -892,12 +922,18 @@ class LocalStore(VectorStore, abc.ABC):
 
     def _allowed(self, connection: sqlite3.Connection, parsed: Filter) -> np.ndarray:
         """Labels in the index whose payload matches, by SQL over the indexed fields."""
+        select = compile_label_select(parsed)
+        if select is not None:
+            # From the fields index alone: no lookup of each matching point's (wide) row.
+            statement, parameters = select
+            found = np.unique(_label_array(connection, statement, parameters))
+            return found[found <= self._labels_covered]
         expression, parameters = compile_sql(parsed)
-        cursor = connection.execute(
+        return _label_array(
+            connection,
             f"SELECT p.label FROM points p WHERE p.label <= ? AND ({expression})",
-            (self._labels_covered, *parameters),
+            [self._labels_covered, *parameters],
         )
-        return np.fromiter((label for (label,) in cursor), dtype=np.int64)
 
     def search(
         self, vectors: np.ndarray, k: int, *, filter: FilterLike | None = None
@@ -960,6 +996,27 @@ class LocalStore(VectorStore, abc.ABC):
             )
         return results
 
+    def _stored_vectors(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, vectors)`` read from the database (this thread's read transaction), for
+        the ``labels`` still stored, as the index compares them (normalized for cosine)."""
+        found: list[int] = []
+        blobs: list[bytes] = []
+        connection = self._reader()
+        for part in _chunks(sorted({int(label) for label in labels})):
+            for label, blob in connection.execute(
+                f"SELECT label, vector FROM points WHERE label IN ({_placeholders(len(part))})",
+                tuple(part),
+            ):
+                found.append(int(label))
+                blobs.append(blob)
+        vectors: np.ndarray = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(
+            len(found), self.dimension
+        )
+        if self.metric == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+        return np.asarray(found, dtype=np.int64), vectors
+
     def _live_labels(self) -> np.ndarray:
         """Every label the index holds live (the database's, up to the index's mark)."""
         cursor = self._reader().execute(
@@ -990,7 +1047,8 @@ class LocalStore(VectorStore, abc.ABC):
                 self._write_snapshot()
 
     def _write_snapshot(self) -> None:
-        """Save the graph (temp file, size check, fsync, rename), then name it in the database."""
+        """Save the graph and its companions (temp files, size check, fsync, rename), then name
+        them in the database; the previous snapshot's files go once the new one is named."""
         if not self.KEEPS_SNAPSHOTS or self._writer is None:
             return
         with self._write_lock:
@@ -998,20 +1056,26 @@ class LocalStore(VectorStore, abc.ABC):
             number = (int(str(previous["file"]).split("-")[1].split(".")[0]) if previous else 0) + 1
             file = self.path / f"graph-{number}.hnsw"
             tmp = file.with_name(file.name + ".tmp")
+            written = [tmp]
             try:
                 with self._lock.read():
-                    self._save_snapshot(tmp)
-                with tmp.open("rb+") as handle:
-                    os.fsync(handle.fileno())
-                tmp.replace(file)
+                    written += self._save_snapshot(tmp)
+                parts = []
+                for part_tmp in written:
+                    with part_tmp.open("rb+") as handle:
+                        os.fsync(handle.fileno())
+                    part = part_tmp.with_name(part_tmp.name.removesuffix(".tmp"))
+                    part_tmp.replace(part)
+                    parts.append(
+                        {"file": part.name, "bytes": part.stat().st_size, "sha256": _sha256(part)}
+                    )
                 _fsync_dir(self.path)
                 entry = {
-                    "file": file.name,
+                    **parts[0],
+                    "companions": parts[1:],
                     "labels": self._labels_covered,
                     "tombstones": self._tombstones_covered,
                     "count": self._count,
-                    "bytes": file.stat().st_size,
-                    "sha256": _sha256(file),
                 }
                 with self._transaction() as connection:
                     connection.execute(
@@ -1026,12 +1090,12 @@ class LocalStore(VectorStore, abc.ABC):
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned_through', ?)",
                         (json.dumps(self._tombstones_covered),),
                     )
-            except (OSError, RuntimeError, sqlite3.DatabaseError) as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                with contextlib.suppress(OSError):
-                    if file.exists() and (previous is None or previous["file"] != file.name):
-                        file.unlink()
+            except (OSError, RuntimeError, ValueError, sqlite3.DatabaseError) as exc:
+                # Whatever part of snapshot N was written (before or after its rename) goes.
+                for leftover in self.path.glob(f"graph-{number}.*"):
+                    if _SNAPSHOT_FILE.match(leftover.name):
+                        with contextlib.suppress(OSError):
+                            leftover.unlink()
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise StoreError(
                     f"cannot write the graph snapshot {file}: {reason}; nothing is lost (the"
@@ -1039,8 +1103,9 @@ class LocalStore(VectorStore, abc.ABC):
                 ) from exc
             self._snapshot = entry
             if previous is not None:
-                with contextlib.suppress(OSError):
-                    (self.path / str(previous["file"])).unlink()
+                for name in _snapshot_files(previous):
+                    with contextlib.suppress(OSError):
+                        (self.path / name).unlink()
 
     def close(self) -> None:
         """Snapshot the graph if the database is ahead of it, then release everything. Idempotent.

@@ -22,6 +22,7 @@ from sbert_retrieval.stores.filters import (
     AnyOf,
     Condition,
     Filter,
+    compile_label_select,
     compile_sql,
     has_value,
     parse_filter,
@@ -775,9 +776,32 @@ def _sql_hits(db: sqlite3.Connection, spec: Any) -> set[int]:
         return {label for (label,) in db.execute("SELECT label FROM points")}
     expression, params = compile_sql(parsed)
     assert expression.count("?") == len(params)
-    return {
+    hits = {
         label for (label,) in db.execute(f"SELECT p.label FROM points p WHERE {expression}", params)
     }
+    # The fields-only form, where the filter has one, selects the same labels.
+    select = compile_label_select(parsed)
+    if select is not None:
+        statement, select_params = select
+        assert statement.count("?") == len(select_params)
+        assert {label for (label,) in db.execute(statement, select_params)} == hits, spec
+    return hits
+
+
+def test_label_select_covers_positive_metadata_filters_only() -> None:
+    compiles = [{"lang": "en"}, {"lang": {"$in": ["en", 2]}, "year": {"$gte": 2001}}, {"a.b": 1}]
+    falls_back = [
+        {"doc_id": "d"},
+        {"lang": {"$ne": "en"}},
+        {"lang": {"$nin": ["en"]}},
+        {"lang": {"$exists": True}},
+        {"$or": [{"lang": "en"}, {"year": 1}]},
+        {"lang": "en", "doc_id": "d"},
+    ]
+    for spec in compiles:
+        assert compile_label_select(parse_filter(spec)) is not None, spec  # type: ignore[arg-type]
+    for spec in falls_back:
+        assert compile_label_select(parse_filter(spec)) is None, spec  # type: ignore[arg-type]
 
 
 def test_payload_fields_rows() -> None:

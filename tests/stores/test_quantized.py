@@ -1,0 +1,131 @@
+"""Int8Codes (the HNSW store's int8 copy) and the exact filtered search built on it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbert_retrieval.stores import HnswParams, HnswStore
+from sbert_retrieval.stores.quantized import Int8Codes
+from tests.stores.contract import SPEC, brute_force, make_records, pid, unit_vectors
+
+
+def test_codes_approximate_inner_products_and_rank_like_them() -> None:
+    vectors = unit_vectors(2000, dim=64)
+    codes = Int8Codes(64)
+    codes.add(np.arange(1, 2001), vectors)
+    queries = unit_vectors(5, seed=3, dim=64)
+    exact = queries @ vectors.T
+    top = codes.top(queries, np.arange(1, 2001), 50)
+    for row, query_scores in zip(top, exact, strict=True):
+        # The 10 best exact neighbours are among the 50 best int8 candidates.
+        best = set((np.argsort(-query_scores)[:10] + 1).tolist())
+        assert best <= set(row.tolist())
+
+
+def test_codes_rows_skip_unknown_and_deleted_labels_and_compact() -> None:
+    codes = Int8Codes(8)
+    codes.add(np.array([2, 5, 9, 12]), unit_vectors(4, dim=8))
+    assert codes.rows(np.array([12, 3, 5, 100, 1])).tolist() == [3, 1]
+    codes.delete(np.array([5, 77]))
+    assert len(codes) == 3
+    assert codes.rows(np.array([5, 9])).tolist() == [2]
+    codes.delete(np.array([2]))  # half the rows dead: compacted
+    assert len(codes) == 2 and codes.rows(np.array([9, 12])).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="increasing"):
+        codes.add(np.array([12]), unit_vectors(1, dim=8))
+    codes.add(np.array([13, 20]), unit_vectors(2, seed=1, dim=8))
+    assert codes.rows(np.array([20, 13, 12])).tolist() == [3, 2, 1]
+
+
+def test_codes_survive_save_and_load(tmp_path: Path) -> None:
+    vectors = unit_vectors(300, dim=16)
+    codes = Int8Codes(16)
+    codes.add(np.arange(10, 310), vectors)
+    codes.delete(np.arange(10, 60))
+    codes.save(tmp_path / "c.npy")
+    loaded = Int8Codes.load(tmp_path / "c.npy", 16)
+    assert len(loaded) == 250
+    queries = unit_vectors(3, seed=5, dim=16)
+    labels = np.arange(0, 400)
+    assert np.array_equal(
+        np.sort(loaded.top(queries, labels, 20), axis=1),
+        np.sort(codes.top(queries, labels, 20), axis=1),
+    )
+    with pytest.raises(ValueError, match="32-d"):
+        Int8Codes.load(tmp_path / "c.npy", 32)
+
+
+FILTER = {"tags": "even"}  # half the points
+
+
+def _ids_and_scores(store: HnswStore, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+    hits = store.search(query, k, filter=FILTER)[0]
+    return [h.id for h in hits], np.array([h.score for h in hits])
+
+
+def test_filtered_search_under_the_threshold_is_exact(tmp_path: Path) -> None:
+    vectors = unit_vectors(3000)
+    records = make_records(vectors)
+    queries = unit_vectors(10, seed=7)
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(records)
+        store.delete([pid(i) for i in range(0, 3000, 7)])
+        live = [r for i, r in enumerate(records) if i % 7]
+        for query in queries:
+            ids, scores = _ids_and_scores(store, query, 10)
+            assert ids == brute_force(live, query, 10, FILTER)
+            by_id = {r.id: r.vector for r in live}
+            assert np.allclose(scores, [float(by_id[i] @ query) for i in ids], atol=1e-6)
+    # Reopened from the snapshot (graph + codes), then after the codes file is lost from an
+    # older snapshot entry, the answers stay exact.
+    assert sorted(p.name for p in tmp_path.glob("graph-*")) == ["graph-1.codes.npy", "graph-1.hnsw"]
+    with HnswStore(tmp_path, SPEC, read_only=True) as reader:
+        assert [_ids_and_scores(reader, q, 10)[0] for q in queries] == [
+            brute_force(live, q, 10, FILTER) for q in queries
+        ]
+    database = sqlite3.connect(tmp_path / "store.sqlite3")
+    (entry,) = database.execute("SELECT value FROM meta WHERE key = 'snapshot'").fetchone()
+    old_style = {k: v for k, v in json.loads(entry).items() if k != "companions"}
+    with database:
+        database.execute(
+            "UPDATE meta SET value = ? WHERE key = 'snapshot'", (json.dumps(old_style),)
+        )
+    database.close()
+    (tmp_path / "graph-1.codes.npy").unlink()
+    with HnswStore(tmp_path, SPEC) as store:
+        assert [_ids_and_scores(store, q, 10)[0] for q in queries] == [
+            brute_force(live, q, 10, FILTER) for q in queries
+        ]
+
+
+def test_damaged_codes_rebuild_the_snapshot(tmp_path: Path) -> None:
+    vectors = unit_vectors(500)
+    records = make_records(vectors)
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(records)
+    codes = tmp_path / "graph-1.codes.npy"
+    data = bytearray(codes.read_bytes())
+    data[-3] ^= 0x55
+    codes.write_bytes(bytes(data))
+    query = unit_vectors(1, seed=11)[0]
+    with HnswStore(tmp_path, SPEC) as store:
+        assert _ids_and_scores(store, query, 5)[0] == brute_force(records, query, 5, FILTER)
+
+
+def test_filters_above_the_threshold_walk_the_graph() -> None:
+    vectors = unit_vectors(2000)
+    records = make_records(vectors)
+    with HnswStore(None, SPEC, params=HnswParams(exact_threshold=100)) as store:
+        store.upsert(records)
+        calls: list[int] = []
+        original = store._filtered_exact
+        store._filtered_exact = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
+        store.search(unit_vectors(1, seed=1)[0], 10, filter=FILTER)
+        assert not calls  # 1,000 matches > 100: the graph with a filter
+        store.search(unit_vectors(1, seed=1)[0], 10, filter={"year": 2003})
+        assert calls  # 80 matches: exact
