@@ -182,3 +182,79 @@ def test_foreign_collection_is_refused(
     )
     with pytest.raises(StoreError, match="not created by this package"):
         open_store(qdrant_url, collection, make_spec())
+
+
+def text_records(n: int = 200) -> list[Record]:
+    """Records with words of skewed frequencies and distinct lengths (no BM25 ties)."""
+    words = [
+        "apple",
+        "river",
+        "stone",
+        "cloud",
+        "light",
+        "green",
+        "table",
+        "music",
+        "paper",
+        "glass",
+        "north",
+        "winter",
+    ]
+    rng = np.random.default_rng(7)
+    weights = 1.0 / np.arange(1, len(words) + 1)
+    return [
+        Record(
+            r.id,
+            r.vector,
+            {**r.payload, "text": " ".join(rng.choice(words, 3 + i, p=weights / weights.sum()))},
+        )
+        for i, r in enumerate(make_records(n, seed=2))
+    ]
+
+
+@TRANSPORTS
+def test_lexical_and_hybrid_equal_local_mode(
+    qdrant_url: str, collection: str, admin_client: QdrantClient, prefer_grpc: bool
+) -> None:
+    """BM25 (sparse vector, Modifier.IDF) and Query API fusion give local mode's answers."""
+    records = text_records()
+    queries = ["apple river", "winter glass", "north", '((\x00 "', "x" * 50_000]
+    vectors = np.stack([r.vector for r in records[:5]]) + 0.1
+    flt = {"lang": {"$in": ["en", "fr"]}}
+    spec = make_spec()
+    with QdrantStore("reference", spec, location=":memory:") as local:
+        local.upsert(records)
+        want_lexical = local.lexical_search(queries, 50, filter=flt)
+        want_hybrid = local.hybrid_search(vectors, queries, 60, filter=flt, candidates=30)
+    with open_store(qdrant_url, collection, spec, prefer_grpc=prefer_grpc) as store:
+        store.upsert(records)
+        got_lexical = store.lexical_search(queries, 50, filter=flt)
+        got_hybrid = store.hybrid_search(vectors, queries, 60, filter=flt, candidates=30)
+    assert any(want_lexical) and all(want_hybrid)
+    for got, want in zip(got_lexical, want_lexical, strict=True):
+        assert [r.id for r in got] == [r.id for r in want]
+        assert [r.score for r in got] == pytest.approx([r.score for r in want], rel=1e-4)
+    for got, want in zip(got_hybrid, want_hybrid, strict=True):
+        # k covers every fused point, so equal scores (ties) may come in either order.
+        def key(r: Any) -> tuple[float, str]:
+            return (-round(r.score, 5), r.id)
+
+        assert sorted(map(key, got)) == sorted(map(key, want))
+    lexical = admin_client.get_collection(collection).config.metadata["sbert_retrieval"]["lexical"]  # type: ignore[index]
+    assert lexical["avgdl"] == pytest.approx(sum(3 + i for i in range(200)) / 200)
+
+
+def test_collection_without_the_sparse_vector_names_the_fix(
+    qdrant_url: str, collection: str, admin_client: QdrantClient
+) -> None:
+    spec = make_spec()
+    admin_client.create_collection(
+        collection,
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        metadata={"sbert_retrieval": {"format": 1, "embedding_spec": spec.to_dict()}},
+    )
+    with open_store(qdrant_url, collection, spec) as store:
+        store.upsert(make_records(10))
+        assert len(store.search(make_records(1)[0].vector, 3)[0]) == 3
+        with pytest.raises(StoreError, match=r"no BM25 sparse vector.*[Rr]e-ingest"):
+            store.lexical_search(["chunk"], 3)

@@ -15,8 +15,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
-from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion, fuse
-from sbert_retrieval.stores.base import ScoredRecord, VectorStore, check_spec
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion
+from sbert_retrieval.stores.base import (
+    FusedRecord,
+    ScoredRecord,
+    VectorStore,
+    check_spec,
+    fuse_records,
+)
 from sbert_retrieval.stores.filters import FilterLike, parse_filter
 
 __all__ = [
@@ -52,9 +58,11 @@ class Hit:
             in lexical mode, the fused score in hybrid mode), kept when a reranker reorders hits.
         rerank_score: The cross-encoder score, or ``None`` without reranking.
         dense_score / dense_rank: The vector similarity and 1-based rank in the dense branch;
-            ``None`` where that branch did not return the hit (or did not run).
+            ``None`` where that branch did not return the hit (or did not run, or the store
+            fused the branches itself and reports only the fused score: Qdrant's RRF).
         lexical_score / lexical_rank: The BM25 score and 1-based rank in the lexical branch;
-            ``None`` where that branch did not return the hit (or did not run).
+            ``None`` where that branch did not return the hit (or did not run, or the store
+            fused the branches itself).
     """
 
     doc_id: str
@@ -231,7 +239,9 @@ class Retriever:
         reranker: Reorders the top ``rerank_depth`` candidates of any mode.
         rerank_depth: Candidates passed to the reranker (default 100).
         mode: ``dense`` (default), ``lexical`` or ``hybrid``.
-        fusion: How hybrid fuses its branches: ``rrf`` (default) or ``weighted``.
+        fusion: How hybrid fuses its branches: ``rrf`` (default; the store's
+            :meth:`~sbert_retrieval.stores.base.VectorStore.hybrid_search`, which Qdrant runs
+            as one Query API request, except at document level) or ``weighted`` (fused here).
         alpha: The dense weight of ``weighted`` fusion, in [0, 1] (default 0.5).
         rrf_k: The constant of ``rrf`` fusion (default 60).
         candidates: Each hybrid branch's depth; default max(100, 4k) and never below the hits
@@ -355,9 +365,21 @@ class Retriever:
         elif self.mode == "lexical":
             rows = lexical_records(self.store, queries, need, filter=filter, doc_level=doc_level)
             results = [_ranked(row, "lexical") for row in rows]
+        elif self.fusion == "rrf" and not doc_level:
+            # The store fuses (Qdrant: one Query API request; others: both branches + RRF).
+            assert vectors is not None
+            fused = self.store.hybrid_search(
+                vectors,
+                queries,
+                need,
+                filter=filter,
+                candidates=self._depth(k, need),
+                rrf_k=self.rrf_k,
+            )
+            results = [[_fused_hit(r) for r in row] for row in fused]
         else:
             assert vectors is not None
-            depth = max(self.candidates or default_candidates(k), need)
+            depth = self._depth(k, need)
             dense = search_records(self.store, vectors, depth, filter=filter, doc_level=doc_level)
             lexical = lexical_records(
                 self.store, queries, depth, filter=filter, doc_level=doc_level
@@ -365,7 +387,18 @@ class Retriever:
             if len(dense) != len(lexical):
                 raise ValueError(f"{len(dense)} query vectors for {len(lexical)} queries")
             results = [
-                self._fused(d, lx, doc_level)[:need] for d, lx in zip(dense, lexical, strict=True)
+                [
+                    _fused_hit(r)
+                    for r in fuse_records(
+                        d,
+                        lx,
+                        doc_level=doc_level,
+                        fusion=self.fusion,
+                        rrf_k=self.rrf_k,
+                        alpha=self.alpha,
+                    )[:need]
+                ]
+                for d, lx in zip(dense, lexical, strict=True)
             ]
         if self.reranker is not None:
             results = [
@@ -374,33 +407,19 @@ class Retriever:
             ]
         return [hits[:k] for hits in results]
 
-    def _fused(
-        self, dense: list[ScoredRecord], lexical: list[ScoredRecord], doc_level: bool
-    ) -> list[Hit]:
-        def key(record: ScoredRecord) -> str:
-            return str(record.payload.get("doc_id")) if doc_level else record.id
+    def _depth(self, k: int, need: int) -> int:
+        """Each hybrid branch's depth: ``candidates`` (default max(100, 4k)), at least ``need``."""
+        return max(self.candidates or default_candidates(k), need)
 
-        records = {key(r): r for r in lexical}
-        records.update({key(r): r for r in dense})
-        fused = fuse(
-            [(key(r), r.score) for r in dense],
-            [(key(r), r.score) for r in lexical],
-            fusion=self.fusion,
-            rrf_k=self.rrf_k,
-            alpha=self.alpha,
-        )
-        return [
-            replace(
-                Hit.from_record(records[item.key]),
-                score=item.score,
-                first_stage_score=item.score,
-                dense_score=item.scores[0],
-                dense_rank=item.ranks[0],
-                lexical_score=item.scores[1],
-                lexical_rank=item.ranks[1],
-            )
-            for item in fused
-        ]
+
+def _fused_hit(record: FusedRecord) -> Hit:
+    return replace(
+        Hit.from_record(record),
+        dense_score=record.dense_score,
+        dense_rank=record.dense_rank,
+        lexical_score=record.lexical_score,
+        lexical_rank=record.lexical_rank,
+    )
 
 
 def _ranked(row: list[ScoredRecord], branch: str) -> list[Hit]:

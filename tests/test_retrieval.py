@@ -204,3 +204,45 @@ def test_to_dict_is_every_field_with_plain_metadata() -> None:
     assert list(data) == [f.name for f in fields(Hit)]
     assert type(data["metadata"]) is dict and data["metadata"] == {"a": [1]}
     assert (data["point_id"], data["dense_rank"], data["lexical_rank"]) == ("p", 1, None)
+
+
+def _qdrant_store(spec):  # type: ignore[no-untyped-def]
+    from sbert_retrieval.stores import QdrantStore
+
+    return QdrantStore("retrieval", spec, location=":memory:")
+
+
+@pytest.mark.parametrize(
+    "make_store", [HnswStore, ExactStore, _qdrant_store], ids=["hnsw", "exact", "qdrant"]
+)
+def test_hybrid_rrf_with_a_filter_is_the_stores_fusion_of_the_exact_filtered_branches(
+    tiny_encoder, make_store
+) -> None:  # type: ignore[no-untyped-def]
+    """RRF hybrid goes through ``store.hybrid_search`` (Qdrant: fused by Qdrant itself)."""
+    from sbert_retrieval.fusion import reciprocal_rank_fusion
+    from sbert_retrieval.stores import QdrantStore
+
+    store = (
+        _qdrant_store(tiny_encoder.spec())
+        if make_store is _qdrant_store
+        else make_store(None, tiny_encoder.spec())
+    )
+    config = IngestConfig(chunking=ChunkingConfig(chunk_tokens=8, overlap=2))
+    IngestionPipeline(tiny_encoder, store, config).ingest_records(DOCS)
+    query, flt = "cats sleep in the sun", {"lang": "en"}
+    hits = Retriever(tiny_encoder, store, mode="hybrid", rrf_k=10).search(query, k=5, filter=flt)
+    vector = tiny_encoder.encode([query])[0]
+    ids = set().union(*store.ids_by_document([d.id for d in DOCS]).values())
+    records = [r for r in store.get(sorted(ids)) if r.payload["metadata"]["lang"] == "en"]
+    dense = sorted(((r.id, float(vector @ r.vector)) for r in records), key=lambda x: -x[1])
+    lexical = [(r.id, r.score) for r in store.lexical_search([query], 100, filter=flt)[0]]
+    assert lexical  # the lexical branch takes part
+    expected = reciprocal_rank_fusion([dense, lexical], rrf_k=10)[:5]
+    assert [h.point_id for h in hits] == [e.key for e in expected]
+    assert [h.score for h in hits] == pytest.approx([e.score for e in expected], abs=1e-6)
+    assert all(h.metadata["lang"] == "en" for h in hits)
+    fused_by_qdrant = isinstance(store, QdrantStore)
+    assert all((h.dense_rank is None) == fused_by_qdrant for h in hits)
+    for text in ['cats AND "NEAR(', "\x00 * : ^ -", "x" * 50_000, "", "(("]:
+        Retriever(tiny_encoder, store, mode="hybrid").search(text, k=3, filter=flt)
+        Retriever(tiny_encoder, store, mode="lexical").search(text, k=3)

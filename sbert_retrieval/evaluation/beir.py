@@ -145,7 +145,8 @@ def evaluate_beir(
         cache_dir: Reuse corpus vectors encoded before by the same model and settings.
         reranker: Reorders each query's top ``rerank_depth`` documents.
         mode / fusion / alpha / rrf_k / candidates: As :class:`~sbert_retrieval.retrieval.Retriever`
-            (``lexical`` and ``hybrid`` need the exact or hnsw backend's lexical index).
+            (``lexical`` and ``hybrid`` need a store with a lexical index: any backend but a
+            Qdrant collection created before it had one).
         show_progress: Progress bars while encoding.
     """
     if doc_mode not in DOC_MODES:

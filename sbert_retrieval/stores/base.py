@@ -21,16 +21,21 @@ from typing import Any
 import numpy as np
 
 from sbert_retrieval.errors import ModelMismatchError, StoreError
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion, fuse
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores.filters import FilterLike
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "FusedRecord",
     "Record",
     "ScoredRecord",
     "ValidRecord",
     "VectorStore",
+    "check_hybrid_args",
+    "check_lexical_args",
     "check_spec",
+    "fuse_records",
     "validate_payload",
     "validate_queries",
     "validate_records",
@@ -63,6 +68,116 @@ class ScoredRecord:
     id: str
     score: float
     payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FusedRecord(ScoredRecord):
+    """A hybrid search result: ``score`` is the fused score (higher is better).
+
+    Attributes:
+        dense_score / dense_rank: The vector similarity and 1-based rank in the dense branch;
+            ``None`` where that branch did not return the record, or where the backend fuses
+            itself and reports only the fused score (Qdrant).
+        lexical_score / lexical_rank: The same for the lexical (BM25) branch.
+    """
+
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    lexical_score: float | None = None
+    lexical_rank: int | None = None
+
+
+def fuse_records(
+    dense: Sequence[ScoredRecord],
+    lexical: Sequence[ScoredRecord],
+    *,
+    doc_level: bool = False,
+    fusion: str = "rrf",
+    rrf_k: int = DEFAULT_RRF_K,
+    alpha: float = DEFAULT_ALPHA,
+) -> list[FusedRecord]:
+    """Fuse one query's dense and lexical results (see :func:`sbert_retrieval.fusion.fuse`).
+
+    Args:
+        dense / lexical: Each branch's records, best first.
+        doc_level: Items are documents (``payload["doc_id"]``), each branch holding at most one
+            record per document; a fused document keeps the dense branch's record (chunk) when
+            that branch has one. Otherwise items are point ids.
+        fusion / rrf_k / alpha: As :func:`~sbert_retrieval.fusion.fuse`.
+
+    Raises:
+        ValueError: Unknown ``fusion``, a setting out of range, or an item twice in a branch.
+    """
+
+    def key(record: ScoredRecord) -> str:
+        return str(record.payload.get("doc_id")) if doc_level else record.id
+
+    records = {key(r): r for r in lexical}
+    records.update({key(r): r for r in dense})
+    fused = fuse(
+        [(key(r), r.score) for r in dense],
+        [(key(r), r.score) for r in lexical],
+        fusion=fusion,
+        rrf_k=rrf_k,
+        alpha=alpha,
+    )
+    return [
+        FusedRecord(
+            records[item.key].id,
+            item.score,
+            records[item.key].payload,
+            dense_score=item.scores[0],
+            dense_rank=item.ranks[0],
+            lexical_score=item.scores[1],
+            lexical_rank=item.ranks[1],
+        )
+        for item in fused
+    ]
+
+
+def _check_k(k: int, name: str = "k") -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {k!r}")
+
+
+def check_lexical_args(queries: Sequence[str], k: int) -> list[str]:
+    """The query texts of a lexical search as a list, after checking ``k`` ≥ 1.
+
+    Raises:
+        ValueError: ``k`` is not an integer ≥ 1, or ``queries`` is one string.
+    """
+    _check_k(k)
+    if isinstance(queries, str):
+        raise ValueError("queries must be a sequence of strings, not one string")
+    return [str(query) for query in queries]
+
+
+def check_hybrid_args(
+    vectors: np.ndarray,
+    queries: Sequence[str],
+    k: int,
+    dimension: int,
+    *,
+    candidates: int | None,
+    rrf_k: int,
+) -> tuple[np.ndarray, list[str], int]:
+    """``(vectors, texts, depth)`` of a hybrid search, checked.
+
+    ``depth`` is each branch's depth: ``candidates``, raised to ``k`` when smaller (``k`` when
+    ``None``).
+
+    Raises:
+        ValueError: Wrong vector width, NaN/infinity, a vector count unlike the query count,
+            ``k`` or ``candidates`` below 1, ``rrf_k`` below 0, ``queries`` one string.
+    """
+    texts = check_lexical_args(queries, k)
+    array = validate_queries(vectors, dimension)
+    if len(array) != len(texts):
+        raise ValueError(f"{len(array)} query vectors for {len(texts)} queries")
+    if candidates is not None:
+        _check_k(candidates, "candidates")
+    check_fusion("rrf", alpha=DEFAULT_ALPHA, rrf_k=rrf_k)
+    return array, texts, max(int(k), int(candidates or k))
 
 
 def check_spec(stored: EmbeddingSpec, given: EmbeddingSpec | None, where: str) -> None:
@@ -248,6 +363,46 @@ class VectorStore(abc.ABC):
             StoreError: This backend keeps no lexical index.
         """
         raise StoreError(f"{type(self).__name__} keeps no lexical (BM25) index")
+
+    def hybrid_search(
+        self,
+        vectors: np.ndarray,
+        queries: Sequence[str],
+        k: int,
+        *,
+        filter: FilterLike | None = None,
+        candidates: int | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[list[FusedRecord]]:
+        """Top-``k`` points by reciprocal-rank fusion of a dense and a lexical branch, best first.
+
+        This default runs :meth:`search` and :meth:`lexical_search`, each ``candidates`` deep
+        with ``filter`` inside, and fuses them here (:func:`fuse_records`; each record carries
+        both branches' scores and ranks). A backend that can fuse itself overrides it with one
+        request (Qdrant's Query API); the scores are the same ``Σ 1 / (rrf_k + rank)``.
+
+        Args:
+            vectors: ``(n, dimension)`` or ``(dimension,)`` query vectors, prefixes applied.
+            queries: The ``n`` query texts (read as plain words).
+            k: Results per query, ≥ 1.
+            filter: See :mod:`sbert_retrieval.stores.filters`; applied inside both branches.
+            candidates: Each branch's depth (default and minimum ``k``).
+            rrf_k: The RRF constant, ≥ 0 (default 60).
+
+        Raises:
+            ValueError: Wrong query width or count, ``k``/``candidates``/``rrf_k`` out of range.
+            InvalidFilterError: A malformed filter.
+            StoreError: This backend keeps no lexical index.
+        """
+        array, texts, depth = check_hybrid_args(
+            vectors, queries, k, self.dimension, candidates=candidates, rrf_k=rrf_k
+        )
+        dense = self.search(array, depth, filter=filter)
+        lexical = self.lexical_search(texts, depth, filter=filter)
+        return [
+            fuse_records(d, lx, fusion="rrf", rrf_k=rrf_k)[:k]
+            for d, lx in zip(dense, lexical, strict=True)
+        ]
 
     def refresh(self) -> None:  # noqa: B027 (a no-op by default, not abstract)
         """Make a reader see writes committed since it opened (a no-op where reads are live)."""

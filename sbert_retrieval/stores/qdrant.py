@@ -1,7 +1,8 @@
 """A :class:`~sbert_retrieval.stores.base.VectorStore` backed by a Qdrant collection.
 
 One store is one Qdrant collection holding a single unnamed dense vector per point, compared
-with cosine similarity (default) or the dot product. It talks to a Qdrant server
+with cosine similarity (default) or the dot product, and a sparse named vector
+(:data:`LEXICAL_VECTOR`) of BM25 weights for lexical and hybrid search. It talks to a Qdrant server
 (``url="http://localhost:6333"``, gRPC preferred) or runs in qdrant-client's embedded "local
 mode" (``location=":memory:"`` or ``path=DIR``), which needs no server and is what the unit tests
 use.
@@ -20,6 +21,21 @@ Where the embedding spec lives
     deletes the collection it has just created and raises :class:`StoreError` saying so.
     A collection created by someone else (no spec in its metadata) is adopted only when it is
     empty and its vector configuration fits; otherwise opening it is refused.
+
+Lexical (BM25) and hybrid search
+    Every point whose payload has a string ``text`` gets a sparse vector of its BM25 document
+    weights (:mod:`sbert_retrieval.lexical`: FTS5-like analysis, Porter stems, CRC-32 term ids,
+    ``k1``/``b``/``avgdl`` of :class:`~sbert_retrieval.lexical.BM25Params`). The sparse vector
+    is declared with ``Modifier.IDF``, so Qdrant multiplies each matched term by its IDF over
+    the collection at query time and a query vector (weight 1 per distinct term) scores each
+    point by exactly BM25. The BM25 settings, ``avgdl`` included, live in the collection
+    metadata next to the spec (``"lexical"``); ``avgdl`` is estimated from the first batch
+    upserted with text unless given, then kept, so no stored weight goes stale.
+    :meth:`QdrantStore.hybrid_search` fuses a dense and a sparse ``prefetch`` (the same filter
+    in both, each ``candidates`` deep) with Qdrant's Query API (``RrfQuery``), one request per
+    query batch. A collection created before this (format 1, no sparse vector) still serves
+    dense search; lexical and hybrid search on it raise :class:`StoreError` naming the fix
+    (re-ingest into a new collection: Qdrant cannot add a sparse vector to a collection).
 
 Ids and payloads
     Point ids are the pipeline's UUID strings, passed through as Qdrant ids (Qdrant returns
@@ -50,7 +66,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -76,11 +92,16 @@ from sbert_retrieval.errors import (
     StoreError,
     StoreLockedError,
 )
+from sbert_retrieval.fusion import DEFAULT_RRF_K
+from sbert_retrieval.lexical import BM25Params, document_vector, mean_length, query_vector
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores.base import (
+    FusedRecord,
     Record,
     ScoredRecord,
     VectorStore,
+    check_hybrid_args,
+    check_lexical_args,
     check_spec,
     validate_payload,
     validate_queries,
@@ -97,6 +118,7 @@ from sbert_retrieval.stores.filters import (
 __all__ = [
     "DISTANCES",
     "INDEX_TYPES",
+    "LEXICAL_VECTOR",
     "METADATA_KEY",
     "QdrantStore",
     "RetryConfig",
@@ -125,7 +147,13 @@ INDEX_TYPES: dict[str, models.PayloadSchemaType] = {
 }
 
 METADATA_KEY = "sbert_retrieval"
-_FORMAT = 1
+#: The name of the sparse vector holding each point's BM25 document weights.
+LEXICAL_VECTOR = "bm25"
+# Format 2: collections created with the BM25 sparse vector (format 1 collections, without it,
+# stay readable). An older sbert-retrieval refuses format 2 rather than writing points without
+# their sparse vector.
+_FORMAT = 2
+_DENSE_VECTOR = ""  # the unnamed vector's name in a point's vector mapping
 _RETRIEVE_CHUNK = 1_000  # ids per retrieve/delete request
 _SCROLL_PAGE = 1_000  # points per scroll page
 _DOC_ID_CHUNK = 256  # document ids per scroll filter
@@ -404,6 +432,16 @@ def _canonical_id(point_id: Any) -> str | None:
         return None
 
 
+def _sparse_query(text: str) -> models.SparseVector | None:
+    """A query's BM25 sparse vector (weight 1 per distinct term); ``None`` without terms."""
+    indices, values = query_vector(text)
+    return models.SparseVector(indices=indices, values=values) if indices else None
+
+
+def _has_text(payload: Mapping[str, Any]) -> bool:
+    return isinstance(payload.get("text"), str)
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -444,6 +482,9 @@ class QdrantStore(VectorStore):
         retry: Retry policy for transient failures; default :class:`RetryConfig()`.
         sleep: Called with the seconds to wait between retries; default :func:`time.sleep`
             (tests pass a recorder).
+        bm25: BM25 settings of a *new* collection (default :class:`BM25Params()`: k1 1.2,
+            b 0.75, ``avgdl`` from the first batch with text). An existing collection keeps the
+            settings stored with it; this argument is then ignored.
 
     Raises:
         ValueError: Bad arguments, or no spec for a collection that does not exist.
@@ -475,6 +516,7 @@ class QdrantStore(VectorStore):
         batch_bytes: int = 5_000_000,
         retry: RetryConfig | None = None,
         sleep: Callable[[float], None] | None = None,
+        bm25: BM25Params | None = None,
     ) -> None:
         if not isinstance(collection, str) or not collection:
             raise ValueError(f"collection must be a non-empty string, got {collection!r}")
@@ -501,6 +543,10 @@ class QdrantStore(VectorStore):
         self._sleep: Callable[[float], None] = sleep if sleep is not None else time.sleep
         self._rng = random.Random()
         self._indexed = self._index_plan(indexed_fields)
+        self._new_bm25 = bm25 if bm25 is not None else BM25Params()
+        # The collection's BM25 settings, or None with the reason lexical search is unavailable.
+        self._bm25: BM25Params | None = None
+        self._no_lexical = ""
         self._closed = False
         self._owns_client = client is None
         self._client = (
@@ -526,6 +572,7 @@ class QdrantStore(VectorStore):
         try:
             self.spec, self.distance = self._open(spec, distance)
             self._ensure_indexes()
+            self._bm25, self._no_lexical = self._lexical_settings(self._info())
         except BaseException:
             self._close_client()
             raise
@@ -589,8 +636,35 @@ class QdrantStore(VectorStore):
             plan[payload_key(Condition(field))] = INDEX_TYPES[kind]
         return plan
 
-    def _metadata(self, spec: EmbeddingSpec) -> dict[str, Any]:
-        return {METADATA_KEY: {"format": _FORMAT, "embedding_spec": spec.to_dict()}}
+    def _metadata(self, spec: EmbeddingSpec, bm25: BM25Params | None = None) -> dict[str, Any]:
+        ours: dict[str, Any] = {"format": _FORMAT if bm25 else 1, "embedding_spec": spec.to_dict()}
+        if bm25 is not None:
+            ours["lexical"] = {"vector": LEXICAL_VECTOR, **bm25.to_dict()}
+        return {METADATA_KEY: ours}
+
+    def _lexical_settings(self, info: models.CollectionInfo) -> tuple[BM25Params | None, str]:
+        """The collection's BM25 settings and ``""``, or ``None`` and why there are none."""
+        sparse = (info.config.params.sparse_vectors or {}).get(LEXICAL_VECTOR)
+        ours = (info.config.metadata or {}).get(METADATA_KEY)
+        stored = ours.get("lexical") if isinstance(ours, Mapping) else None
+        fix = (
+            "; lexical and hybrid search need it. Re-ingest the documents into a new collection"
+            " (e.g. --collection NAME-v2), which is created with it: Qdrant cannot add a sparse"
+            " vector to an existing collection. Dense search keeps working on this one."
+        )
+        if sparse is None or not isinstance(stored, Mapping):
+            return None, (
+                f"{self.where} has no BM25 sparse vector {LEXICAL_VECTOR!r} (it was created"
+                f" before sbert-retrieval kept one, or by another tool){fix}"
+            )
+        if sparse.modifier != models.Modifier.IDF:
+            return None, (
+                f"{self.where}: its sparse vector {LEXICAL_VECTOR!r} lacks Modifier.IDF{fix}"
+            )
+        try:
+            return BM25Params.from_dict(stored), ""
+        except (KeyError, TypeError, ValueError) as exc:
+            return None, f"{self.where} holds unusable BM25 settings ({exc}){fix}"
 
     def _info(self) -> models.CollectionInfo:
         return self._call(
@@ -644,7 +718,10 @@ class QdrantStore(VectorStore):
                     vectors_config=models.VectorParams(
                         size=spec.dimension, distance=DISTANCES[distance]
                     ),
-                    metadata=self._metadata(spec),
+                    sparse_vectors_config={
+                        LEXICAL_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    },
+                    metadata=self._metadata(spec, self._new_bm25),
                 ),
             )
         except (StoreError, ValueError):
@@ -830,7 +907,9 @@ class QdrantStore(VectorStore):
         Every record is validated before anything is sent. Points go out in requests of at most
         ``batch_points`` points and about ``batch_bytes`` bytes, each acknowledged by the server
         once applied (``wait=True``), so they are durable on return. A repeated id within
-        ``records``: the last one wins.
+        ``records``: the last one wins. A record whose payload has a string ``text`` also gets
+        its BM25 sparse vector (where the collection has one); the first such upsert into a
+        collection without a stored ``avgdl`` measures it on its texts and stores it.
 
         Raises:
             ValueError: A vector of the wrong width or with NaN/infinity, an id that is not a
@@ -841,7 +920,7 @@ class QdrantStore(VectorStore):
         Thread safety: safe alongside concurrent reads; run one writer at a time.
         """
         self._check_open()
-        latest: dict[str, tuple[models.PointStruct, int]] = {}
+        latest: dict[str, tuple[list[float], dict[str, Any], int]] = {}
         for record in records:
             point_id = _canonical_id(record.id)
             if point_id is None:
@@ -858,14 +937,23 @@ class QdrantStore(VectorStore):
                 raise ValueError(f"record {record.id}: vector contains NaN or infinity")
             # The same checks as every backend (strict UTF-8 JSON, size cap), record named.
             payload, encoded = validate_payload(record.id, record.payload)
-            payload_bytes = len(encoded)
-            point = models.PointStruct(id=point_id, vector=vector.tolist(), payload=payload)
-            size = _BYTES_PER_POINT + self.dimension * _BYTES_PER_FLOAT + payload_bytes
+            size = _BYTES_PER_POINT + self.dimension * _BYTES_PER_FLOAT + len(encoded)
             latest.pop(point_id, None)  # keep the order of the last occurrence
-            latest[point_id] = (point, size)
+            latest[point_id] = (vector.tolist(), payload, size)
         if not latest:
             return
-        entries = list(latest.values())
+        bm25 = self._bm25
+        if bm25 is not None and bm25.avgdl is None:
+            bm25 = self._settle_avgdl([p["text"] for _, p, _ in latest.values() if _has_text(p)])
+        entries: list[tuple[models.PointStruct, int]] = []
+        for point_id, (dense, payload, size) in latest.items():
+            vectors: Any = dense
+            if bm25 is not None and _has_text(payload):
+                indices, values = document_vector(payload["text"], bm25)
+                sparse = models.SparseVector(indices=indices, values=values)
+                vectors = {_DENSE_VECTOR: dense, LEXICAL_VECTOR: sparse}
+                size += 2 * _BYTES_PER_FLOAT * len(indices)
+            entries.append((models.PointStruct(id=point_id, vector=vectors, payload=payload), size))
         batches = list(self._plan_batches([size for _, size in entries]))
         for number, (start, end) in enumerate(batches, 1):
             points = [point for point, _ in entries[start:end]]
@@ -873,6 +961,31 @@ class QdrantStore(VectorStore):
                 f"upsert batch {number}/{len(batches)} (points {start}-{end - 1})",
                 functools.partial(self._client.upsert, self.collection, points=points, wait=True),
             )
+
+    def _settle_avgdl(self, texts: Sequence[str]) -> BM25Params | None:
+        """Fix the collection's ``avgdl`` (the stored one, else the mean over ``texts``).
+
+        Returns the settings to weight with; ``avgdl`` stays unset while no text has a term.
+        """
+        info = self._info()
+        bm25, _ = self._lexical_settings(info)  # another writer may have stored it meanwhile
+        if bm25 is None or bm25.avgdl is not None:
+            self._bm25 = bm25
+            return bm25
+        avgdl = mean_length(list(texts))
+        if avgdl is None:
+            return bm25
+        bm25 = replace(bm25, avgdl=avgdl)
+        ours = dict((info.config.metadata or {})[METADATA_KEY])
+        ours["lexical"] = {"vector": LEXICAL_VECTOR, **bm25.to_dict()}
+        self._call(
+            f"storing the BM25 average document length of {self.where}",
+            functools.partial(
+                self._client.update_collection, self.collection, metadata={METADATA_KEY: ours}
+            ),
+        )
+        self._bm25 = bm25
+        return bm25
 
     def _plan_batches(self, sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
         """``(start, end)`` slices of at most ``batch_points`` points and ``batch_bytes`` bytes."""
@@ -947,10 +1060,13 @@ class QdrantStore(VectorStore):
         points = self._retrieve(list(dict.fromkeys(order)), vectors=True, payload=True)
         found: dict[str, Record] = {}
         for point in points:
-            if not isinstance(point.vector, list):
+            dense: Any = point.vector
+            if isinstance(dense, Mapping):  # with its BM25 sparse vector
+                dense = dense.get(_DENSE_VECTOR)
+            if not isinstance(dense, list):
                 raise StoreError(f"{self.where}: point {point.id} has no plain dense vector")
             found[str(point.id)] = Record(
-                str(point.id), np.asarray(point.vector, dtype=np.float32), point.payload or {}
+                str(point.id), np.asarray(dense, dtype=np.float32), point.payload or {}
             )
         return [found[c] for c in order if c in found]
 
@@ -1019,9 +1135,7 @@ class QdrantStore(VectorStore):
         queries = validate_queries(vectors, self.dimension)
         qdrant_filter = to_qdrant_filter(filter)
         self._check_open()
-        limit = int(k)
-        if limit > _K_CLAMP_ABOVE:
-            limit = max(1, min(limit, self._count()))
+        [limit] = self._limits(k)
         results: list[list[ScoredRecord]] = []
         for start in range(0, len(queries), _QUERY_CHUNK):
             chunk = queries[start : start + _QUERY_CHUNK]
@@ -1035,18 +1149,162 @@ class QdrantStore(VectorStore):
                 )
                 for query in chunk
             ]
-            responses = self._call(
-                f"search of queries {start}-{start + len(chunk) - 1}",
-                functools.partial(
-                    self._client.query_batch_points, self.collection, requests=requests
-                ),
-            )
             results.extend(
-                [
-                    ScoredRecord(str(point.id), float(point.score), point.payload or {})
-                    for point in response.points
-                ]
-                for response in responses
+                self._query(f"search of queries {start}-{start + len(chunk) - 1}", requests)
+            )
+        return results
+
+    def _query(self, what: str, requests: list[models.QueryRequest]) -> list[list[ScoredRecord]]:
+        """One ``query_batch_points`` request (none when ``requests`` is empty): each's points."""
+        if not requests:
+            return []
+        responses = self._call(
+            what,
+            functools.partial(self._client.query_batch_points, self.collection, requests=requests),
+        )
+        return [
+            [
+                ScoredRecord(str(point.id), float(point.score), point.payload or {})
+                for point in response.points
+            ]
+            for response in responses
+        ]
+
+    def _limits(self, *depths: int) -> list[int]:
+        """Request limits for these depths: one above 1,000 is clamped to the number of points."""
+        if all(depth <= _K_CLAMP_ABOVE for depth in depths):
+            return [int(depth) for depth in depths]
+        total = self._count()
+        return [int(d) if d <= _K_CLAMP_ABOVE else max(1, min(int(d), total)) for d in depths]
+
+    def _need_lexical(self) -> BM25Params:
+        if self._bm25 is None:
+            raise StoreError(self._no_lexical)
+        return self._bm25
+
+    def lexical_search(
+        self, queries: Sequence[str], k: int, *, filter: FilterLike | None = None
+    ) -> list[list[ScoredRecord]]:
+        """Top-``k`` points by BM25 over the payloads' ``text`` for each query, best first.
+
+        A query's distinct terms (analysed as the documents were, see
+        :mod:`sbert_retrieval.lexical`) are a sparse query vector of weight 1 each; Qdrant sums
+        ``idf · weight`` over the terms a point holds, so scores are BM25 (``k1``, ``b`` and
+        ``avgdl`` stored with the collection; IDF ``ln(1 + (N - n + 0.5) / (n + 0.5))`` over
+        the whole collection, as FTS5 also takes it over all rows whatever the filter). Any
+        text is accepted and none of it is syntax; a query without terms gets no hits. Only
+        points sharing a term with the query are returned. A ``k`` above 1,000 is clamped to
+        the number of points.
+
+        Raises:
+            ValueError: ``k < 1``, or ``queries`` is one string.
+            InvalidFilterError: A malformed filter.
+            StoreError: The collection has no BM25 sparse vector (the message names the fix),
+                or a request failed after retries.
+
+        Thread safety: safe to call concurrently with other reads and one writer.
+        """
+        texts = check_lexical_args(queries, k)
+        qdrant_filter = to_qdrant_filter(filter)
+        self._check_open()
+        self._need_lexical()
+        [limit] = self._limits(k)
+        results: list[list[ScoredRecord]] = []
+        for start in range(0, len(texts), _QUERY_CHUNK):
+            sparse = [_sparse_query(text) for text in texts[start : start + _QUERY_CHUNK]]
+            requests = [
+                models.QueryRequest(
+                    query=vector,
+                    using=LEXICAL_VECTOR,
+                    limit=limit,
+                    filter=qdrant_filter,
+                    with_payload=True,
+                    with_vector=False,
+                )
+                for vector in sparse
+                if vector is not None
+            ]
+            what = f"lexical search of queries {start}-{start + len(sparse) - 1}"
+            rows = iter(self._query(what, requests))
+            results.extend([] if v is None else next(rows) for v in sparse)
+        return results
+
+    def hybrid_search(
+        self,
+        vectors: np.ndarray,
+        queries: Sequence[str],
+        k: int,
+        *,
+        filter: FilterLike | None = None,
+        candidates: int | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[list[FusedRecord]]:
+        """Dense and BM25 branches fused by reciprocal rank inside Qdrant, best first.
+
+        One Query API request per query: a dense ``prefetch`` and a sparse (BM25, see
+        :meth:`lexical_search`) ``prefetch``, each with the same filter and an explicit limit
+        of ``candidates``, fused by ``RrfQuery``. Scores are ``Σ 1 / (rrf_k + rank)`` over the
+        branches that returned the point, ``rank`` 1-based: the same as
+        :func:`sbert_retrieval.fusion.reciprocal_rank_fusion` (Qdrant's own ``k`` counts ranks
+        from 0, so it is sent as ``rrf_k + 1``). Qdrant returns only the fused score: the
+        records' per-branch scores and ranks are ``None``. A query without terms is fused from
+        its dense branch alone.
+
+        Args:
+            vectors: ``(n, dimension)`` or ``(dimension,)`` query vectors, prefixes applied.
+            queries: The ``n`` query texts.
+            k: Results per query, ≥ 1.
+            filter: See :mod:`sbert_retrieval.stores.filters`; inside both branches.
+            candidates: Each branch's depth (default and minimum ``k``; above 1,000 clamped to
+                the number of points).
+            rrf_k: The RRF constant, ≥ 0 (default 60).
+
+        Raises:
+            ValueError: Wrong query width or count, non-finite vectors, ``k``, ``candidates``
+                or ``rrf_k`` out of range.
+            InvalidFilterError: A malformed filter.
+            StoreError: The collection has no BM25 sparse vector (the message names the fix),
+                or a request failed after retries.
+
+        Thread safety: safe to call concurrently with other reads and one writer.
+        """
+        array, texts, depth = check_hybrid_args(
+            vectors, queries, k, self.dimension, candidates=candidates, rrf_k=rrf_k
+        )
+        qdrant_filter = to_qdrant_filter(filter)
+        self._check_open()
+        self._need_lexical()
+        limit, depth = self._limits(k, depth)
+        fusion = models.RrfQuery(rrf=models.Rrf(k=rrf_k + 1))
+        results: list[list[FusedRecord]] = []
+        for start in range(0, len(texts), _QUERY_CHUNK):
+            requests = []
+            chunk = range(start, min(start + _QUERY_CHUNK, len(texts)))
+            for vector, text in zip(
+                array[chunk.start : chunk.stop], texts[chunk.start : chunk.stop], strict=True
+            ):
+                dense = models.Prefetch(query=vector.tolist(), filter=qdrant_filter, limit=depth)
+                prefetch = [dense]
+                sparse = _sparse_query(text)
+                if sparse is not None:
+                    prefetch.append(
+                        models.Prefetch(
+                            query=sparse, using=LEXICAL_VECTOR, filter=qdrant_filter, limit=depth
+                        )
+                    )
+                requests.append(
+                    models.QueryRequest(
+                        prefetch=prefetch,
+                        query=fusion,
+                        limit=limit,
+                        with_payload=True,
+                        with_vector=False,
+                    )
+                )
+            what = f"hybrid search of queries {start}-{start + len(requests) - 1}"
+            results.extend(
+                [FusedRecord(r.id, r.score, r.payload) for r in row]
+                for row in self._query(what, requests)
             )
         return results
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import socket
 import threading
 import time
@@ -31,6 +32,8 @@ from sbert_retrieval.errors import (
     StoreError,
     StoreLockedError,
 )
+from sbert_retrieval.fusion import reciprocal_rank_fusion
+from sbert_retrieval.lexical import BM25Params, analyze
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores import qdrant as qdrant_module
 from sbert_retrieval.stores.base import Record
@@ -953,3 +956,210 @@ def test_create_whose_response_was_lost_still_opens() -> None:
         assert store.count() == 2
     assert client.creates == 2  # retried once, found the collection there
     client.close()
+
+
+# -- lexical (BM25) and hybrid search ------------------------------------------------------------
+
+CORPUS = [
+    "Cats purr and cats sleep all day in the sun.",
+    "Dogs bark; the dog runs after cats.",
+    "Stocks fell on inflation fears, bonds rallied.",
+    "Running water cools the old grey stone bridge.",
+    "The runner ran past sleeping dogs and a purring cat.",
+    'Inflation: prices rise, savers lose; "bonds" fall again.',
+    "Mäuse laufen über die Brücke in der Sonne.",
+    "",
+    "Sun, sun, sun: the cat sleeps in the sun all day long while the dogs run.",
+]
+QUERIES = ["sleeping cats", "inflation bonds", "the sun", "running dogs", "brucke mause"]
+HOSTILE = ['cats AND "NEAR(', "\x00 * : ^ -", "x" * 50_000, "", "((", "word " * 10_000]
+
+
+def text_records(texts: list[str] = CORPUS, seed: int = 3) -> list[Record]:
+    return make_records(
+        len(texts),
+        seed=seed,
+        payload=lambda i: {"doc_id": f"d{i}", "text": texts[i], "metadata": {"group": i % 2}},
+    )
+
+
+def reference_bm25(
+    texts: list[str], query: str, k1: float = 1.2, b: float = 0.75
+) -> dict[int, float]:
+    """BM25 by its formula (Lucene's IDF, Qdrant's Modifier.IDF); positive scores only."""
+    docs = [analyze(text) for text in texts]
+    n_docs = len(docs)
+    avgdl = sum(len(d) for d in docs) / n_docs
+    scores: dict[int, float] = {}
+    for term in set(analyze(query)):
+        df = sum(term in d for d in docs)
+        idf = math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+        for i, doc in enumerate(docs):
+            tf = doc.count(term)
+            if tf:
+                norm = tf + k1 * (1 - b + b * len(doc) / avgdl)
+                scores[i] = scores.get(i, 0.0) + idf * tf * (k1 + 1) / norm
+    return scores
+
+
+@pytest.mark.parametrize("params", [BM25Params(), BM25Params(k1=0.9, b=0.4)], ids=str)
+def test_lexical_scores_are_reference_bm25(params: BM25Params) -> None:
+    records = text_records()
+    with memory_store(bm25=params) as store:
+        store.upsert(records)
+        got = store.lexical_search(QUERIES, 20)
+    for query, row in zip(QUERIES, got, strict=True):
+        expected = reference_bm25(CORPUS, query, params.k1, params.b)
+        assert expected, query  # every query matches something: the test can fail
+        assert {r.id: r.score for r in row} == pytest.approx(
+            {records[i].id: s for i, s in expected.items()}, rel=1e-5
+        )
+        assert [r.score for r in row] == sorted((r.score for r in row), reverse=True)
+        assert all(r.payload["text"] for r in row)
+
+
+def test_lexical_filter_keeps_collection_idf_and_k_cuts() -> None:
+    records = text_records()
+    with memory_store() as store:
+        store.upsert(records)
+        [row] = store.lexical_search(["the sun"], 10, filter={"group": 0})
+        [top] = store.lexical_search(["the sun"], 1)
+    expected = reference_bm25(CORPUS, "the sun")
+    wanted = {records[i].id: s for i, s in expected.items() if i % 2 == 0}
+    assert {r.id: r.score for r in row} == pytest.approx(wanted, rel=1e-5)
+    assert [r.id for r in top] == [records[max(expected, key=expected.__getitem__)].id]
+
+
+def test_avgdl_is_measured_once_and_stored() -> None:
+    client = QdrantClient(location=":memory:")
+    with QdrantStore("avg", make_spec(), client=client) as store:
+        store.upsert(text_records(CORPUS[:4]))
+        store.upsert(text_records(CORPUS, seed=4)[4:])  # later documents: same avgdl
+    stored = client.get_collection("avg").config.metadata["sbert_retrieval"]["lexical"]  # type: ignore[index]
+    assert stored["avgdl"] == pytest.approx(sum(len(analyze(t)) for t in CORPUS[:4]) / 4)
+    assert stored["k1"] == 1.2 and stored["b"] == 0.75 and stored["vector"] == "bm25"
+    with QdrantStore("avg", client=client) as store:  # reopened: the stored settings
+        [row] = store.lexical_search(["bridge"], 3)
+        assert [r.payload["doc_id"] for r in row] == ["d3"]
+    client.close()
+
+
+def test_hostile_query_text_is_answered_not_raised() -> None:
+    records = text_records()
+    with memory_store() as store:
+        store.upsert(records)
+        vectors = unit(np.random.default_rng(5).normal(size=(len(HOSTILE), DIM)))
+        lexical = store.lexical_search(HOSTILE, 5)
+        hybrid = store.hybrid_search(vectors, HOSTILE, 5, candidates=9)
+    assert [len(row) for row in lexical] == [4, 0, 0, 0, 0, 0]  # 'cats': d0, d1, d4, d8
+    assert all(len(row) == 5 for row in hybrid)  # the dense branch answers every query
+
+
+def test_hybrid_is_one_fused_query_with_the_filter_and_limit_in_both_prefetches() -> None:
+    class Recording(QdrantClient):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.requests: list[models.QueryRequest] = []
+
+        def query_batch_points(self, collection_name: str, requests: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            self.requests.extend(requests)
+            return super().query_batch_points(collection_name, requests, **kwargs)
+
+    client = Recording(location=":memory:")
+    with QdrantStore("h", make_spec(), client=client) as store:
+        store.upsert(text_records())
+        client.requests.clear()
+        vectors = unit(np.random.default_rng(6).normal(size=(2, DIM)))
+        store.hybrid_search(vectors, ["cats", "bonds"], 3, filter={"group": 1}, candidates=7)
+    assert len(client.requests) == 2
+    expected_filter = to_qdrant_filter({"group": 1})
+    for request in client.requests:
+        assert isinstance(request.query, models.RrfQuery) and request.query.rrf.k == 61
+        assert request.limit == 3
+        dense, sparse = request.prefetch  # type: ignore[misc]
+        assert dense.using is None and sparse.using == "bm25"
+        assert dense.filter == sparse.filter == expected_filter
+        assert dense.limit == sparse.limit == 7
+    client.close()
+
+
+def rrf_reference(
+    dense: list[str], lexical: list[str], k: int, rrf_k: int = 60
+) -> list[tuple[str, float]]:
+    fused = reciprocal_rank_fusion(
+        [[(i, 0.0) for i in dense], [(i, 0.0) for i in lexical]], rrf_k=rrf_k
+    )
+    return [(f.key, f.score) for f in fused[:k]]
+
+
+@pytest.mark.parametrize("flt", [None, {"group": 0}, {"doc_id": {"$in": ["d1", "d4", "d8"]}}])
+@pytest.mark.parametrize("rrf_k", [60, 0])
+def test_hybrid_equals_rrf_of_the_exact_filtered_branches(flt: Any, rrf_k: int) -> None:
+    records = text_records()
+    parsed = parse_filter(flt)
+    kept = [(i, r) for i, r in enumerate(records) if parsed is None or parsed.matches(r.payload)]
+    vectors = unit(np.random.default_rng(7).normal(size=(len(QUERIES), DIM)))
+    with memory_store() as store:
+        store.upsert(records)
+        got = store.hybrid_search(vectors, QUERIES, 3, filter=flt, candidates=4, rrf_k=rrf_k)
+    for q, query in enumerate(QUERIES):
+        dense = sorted(kept, key=lambda item: -float(item[1].vector @ vectors[q]))
+        bm25 = reference_bm25(CORPUS, query)
+        lexical = sorted((item for item in kept if item[0] in bm25), key=lambda x: -bm25[x[0]])
+        assert len(set(bm25.values())) == len(bm25)  # no ties: one right order
+        expected = rrf_reference(
+            [r.id for _, r in dense[:4]], [r.id for _, r in lexical[:4]], 3, rrf_k
+        )
+        assert [(r.id, r.score) for r in got[q]] == [
+            (i, pytest.approx(s, rel=1e-6)) for i, s in expected
+        ], (query, flt)
+        assert all(r.dense_rank is None and r.lexical_rank is None for r in got[q])
+
+
+def test_a_collection_without_the_sparse_vector_names_the_fix() -> None:
+    client = QdrantClient(location=":memory:")
+    spec = make_spec()
+    # What the previous release created: one dense vector, format 1 metadata, no sparse vector.
+    client.create_collection(
+        "old",
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        metadata={"sbert_retrieval": {"format": 1, "embedding_spec": spec.to_dict()}},
+    )
+    records = text_records()
+    with QdrantStore("old", spec, client=client) as store:
+        store.upsert(records)  # dense only, as before
+        assert store.count() == len(records)
+        assert store.search(records[0].vector, 1)[0][0].id == records[0].id
+        assert store.get([records[0].id])[0].payload["text"] == CORPUS[0]
+        for call in (
+            lambda: store.lexical_search(["cats"], 3),
+            lambda: store.hybrid_search(records[0].vector, ["cats"], 3),
+        ):
+            with pytest.raises(StoreError, match=r"no BM25 sparse vector.*[Rr]e-ingest.*new"):
+                call()
+    client.close()
+
+
+def test_vectors_round_trip_with_the_sparse_vector(tmp_path: Path) -> None:
+    records = text_records()
+    with QdrantStore("p", make_spec(), path=str(tmp_path / "q")) as store:
+        store.upsert(records)
+    with QdrantStore("p", make_spec(), path=str(tmp_path / "q")) as store:
+        got = store.get([r.id for r in records])
+        np.testing.assert_allclose(
+            np.stack([r.vector for r in got]), np.stack([r.vector for r in records]), atol=1e-6
+        )
+        [row] = store.lexical_search(["inflation"], 5)
+        assert {r.payload["doc_id"] for r in row} == {"d2", "d5"}
+
+
+def test_new_text_by_set_payloads_is_searchable() -> None:
+    records = text_records()
+    with memory_store() as store:
+        store.upsert(records)
+        assert store.lexical_search(["zebra"], 3) == [[]]
+        store.set_payloads({records[2].id: {**records[2].payload, "text": "a zebra crossing"}})
+        [row] = store.lexical_search(["zebras", "inflation"], 3)[:1]
+        assert [r.id for r in row] == [records[2].id]
+        store.delete([records[2].id])
+        assert store.lexical_search(["zebra"], 3) == [[]]
