@@ -1279,10 +1279,8 @@ class QdrantStore(VectorStore):
         results: list[list[FusedRecord]] = []
         for start in range(0, len(texts), _QUERY_CHUNK):
             requests = []
-            chunk = range(start, min(start + _QUERY_CHUNK, len(texts)))
-            for vector, text in zip(
-                array[chunk.start : chunk.stop], texts[chunk.start : chunk.stop], strict=True
-            ):
+            end = start + _QUERY_CHUNK
+            for vector, text in zip(array[start:end], texts[start:end], strict=True):
                 dense = models.Prefetch(query=vector.tolist(), filter=qdrant_filter, limit=depth)
                 prefetch = [dense]
                 sparse = _sparse_query(text)
