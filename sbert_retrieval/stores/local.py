@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sbert_retrieval.errors import StoreCorruptedError, StoreError
+from sbert_retrieval.lexical import analyze
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores._locking import ReadWriteLock, WriterLockFile
 from sbert_retrieval.stores.base import (
@@ -155,10 +156,18 @@ def lexical_query(text: str) -> str | None:
     ``:``, NUL) is read as FTS5 syntax; FTS5 then applies the index's own tokenizer (unicode61
     with Porter stemming) to each. Repeated words are kept once.
     """
-    terms = dict.fromkeys(term.lower() for term in _TERM.findall(text))
-    if not terms:
+    return _match_expression(list(_query_words(text)))
+
+
+def _query_words(text: str) -> dict[str, None]:
+    """The distinct lowercased words of a query, in order."""
+    return dict.fromkeys(term.lower() for term in _TERM.findall(text))
+
+
+def _match_expression(words: Sequence[str]) -> str | None:
+    if not words:
         return None
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
 def stored_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -425,6 +434,16 @@ class LocalStore(VectorStore, abc.ABC):
             if self._closed:
                 raise StoreError("the store is closed")
             connection = _connect(self._database, read_only=True)
+            # The index's term statistics (per stem: rows holding it), for lexical_search; a
+            # temp table, so a read-only connection can make it (before query_only).
+            try:
+                connection.execute(
+                    "CREATE VIRTUAL TABLE temp.lexical_terms USING fts5vocab(main, lexical, 'row')"
+                )
+                self._readers.term_rows = {}
+            except sqlite3.Error:
+                self._readers.term_rows = None
+            self._readers.terms_version = None
             connection.execute("PRAGMA query_only = 1")
             self._readers.connection = connection
             with self._connections_lock:
@@ -977,24 +996,96 @@ class LocalStore(VectorStore, abc.ABC):
         parsed = parse_filter(filter)
         if self._closed:
             raise StoreError("the store is closed")
-        expression, parameters = compile_sql(parsed) if parsed is not None else ("1", [])
         results: list[list[ScoredRecord]] = []
-        connection = self._reader()
-        for query in queries:
-            match = lexical_query(str(query))
-            if match is None:
-                results.append([])
-                continue
-            rows = connection.execute(
-                "SELECT p.id, p.payload, p.text, -lexical.rank FROM lexical"
-                " JOIN points p ON p.label = lexical.rowid"
-                f" WHERE lexical MATCH ? AND ({expression}) ORDER BY lexical.rank LIMIT ?",
-                (match, *parameters, int(k)),
-            ).fetchall()
-            results.append(
-                [ScoredRecord(pid, float(score), _payload(p, t)) for pid, p, t, score in rows]
-            )
+        with self._read_transaction() as connection:
+            for query in queries:
+                words = list(_query_words(str(query)))
+                informative = self._informative_words(connection, words)
+                match = _match_expression(informative)
+                found = [] if match is None else self._bm25(connection, match, k, parsed)
+                if len(found) < k and len(informative) < len(words):
+                    # Fewer than k rows hold an informative word: the rest of the top k are
+                    # rows with only the common words (scores near 1e-6), as FTS5 ranks them.
+                    found = self._bm25(connection, str(_match_expression(words)), k, parsed)
+                results.append(found)
         return results
+
+    def _bm25(
+        self, connection: sqlite3.Connection, match: str, k: int, parsed: Filter | None
+    ) -> list[ScoredRecord]:
+        """Top-``k`` rows for an FTS5 MATCH expression, with the filter inside the query."""
+        if parsed is None:
+            # The full-text index alone ranks; only the k winners' rows are read.
+            ranked = connection.execute(
+                "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ?"
+                " ORDER BY bm25(lexical) LIMIT ?",
+                (match, int(k)),
+            ).fetchall()
+            labels = np.array([[label for label, _ in ranked]], dtype=np.int64)
+            scores = np.array([[score for _, score in ranked]], dtype=np.float64)
+            return self._hits(connection, labels, scores)[0]
+        select = compile_label_select(parsed)
+        if select is not None:
+            # Matches are checked against the filter's labels (from the fields index alone);
+            # only rows that pass are scored and read. The unary + keeps SQLite from handing
+            # the IN list to FTS5 as rowid lookups (one full-text query per label: 1 s).
+            statement, parameters = select
+            query = (
+                "SELECT p.id, p.payload, p.text, -bm25(lexical) FROM lexical"
+                " JOIN points p ON p.label = lexical.rowid"
+                f" WHERE lexical MATCH ? AND +lexical.rowid IN ({statement})"
+                " ORDER BY bm25(lexical) LIMIT ?"
+            )
+        else:
+            expression, parameters = compile_sql(parsed)
+            query = (
+                "SELECT p.id, p.payload, p.text, -bm25(lexical) FROM lexical"
+                " JOIN points p ON p.label = lexical.rowid"
+                f" WHERE lexical MATCH ? AND ({expression}) ORDER BY bm25(lexical) LIMIT ?"
+            )
+        found = connection.execute(query, (match, *parameters, int(k))).fetchall()
+        return [ScoredRecord(pid, float(score), _payload(p, t)) for pid, p, t, score in found]
+
+    def _informative_words(self, connection: sqlite3.Connection, words: list[str]) -> list[str]:
+        """The query's words less those in at least half the chunks, which score nothing.
+
+        FTS5's BM25 clamps an IDF at or below zero (a term in half the rows or more) to 1e-6,
+        so such a word adds at most 2.2e-6 to any score, yet FTS5 scores every row it matches:
+        "the" alone matched 90% of 100,000 chunks and cost most of a query's 90 ms. A word is
+        left out when its stem's row count (FTS5's own, from an ``fts5vocab`` table; cached per
+        reader until the database changes) is at least half of an upper bound on the rows.
+        Words whose stem is not found keep their place, and a query of nothing but such words
+        is run as it is; when fewer than ``k`` rows hold a kept word, :meth:`lexical_search`
+        runs the whole query, so the results are FTS5's to within 2.2e-6 per score.
+        """
+        counts: dict[str, int] | None = self._readers.term_rows
+        if counts is None or len(words) < 2:
+            return words
+        version = int(connection.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._readers.terms_version:
+            counts.clear()
+            row = connection.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'points'"
+            ).fetchone()
+            # Labels are never reused, so the last one bounds the rows from above.
+            self._readers.rows_bound = int(row[0]) if row else 0
+            self._readers.terms_version = version
+        bound: int = self._readers.rows_bound
+        kept = []
+        for word in words:
+            stems = analyze(word)
+            if len(stems) != 1:
+                kept.append(word)
+                continue
+            stem = stems[0]
+            if stem not in counts:
+                found = connection.execute(
+                    "SELECT doc FROM temp.lexical_terms WHERE term = ?", (stem,)
+                ).fetchone()
+                counts[stem] = int(found[0]) if found else -1
+            if 2 * counts[stem] < bound or counts[stem] < 0:
+                kept.append(word)
+        return kept or words
 
     def _stored_vectors(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, vectors)`` read from the database (this thread's read transaction), for
