@@ -129,3 +129,31 @@ def test_filters_above_the_threshold_walk_the_graph() -> None:
         assert not calls  # 1,000 matches > 100: the graph with a filter
         store.search(unit_vectors(1, seed=1)[0], 10, filter={"year": 2003})
         assert calls  # 80 matches: exact
+
+
+def test_codes_across_blocks_grow_compact_save_and_load(tmp_path: Path) -> None:
+    """More rows than one block (65,536): gathers, compaction and files cross block edges."""
+    count = 70_000
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((count, 4)).astype(np.float32)
+    labels = np.arange(1, count + 1) * 2
+    codes = Int8Codes(4)
+    for start in range(0, count, 30_000):  # batches that straddle the first block's end
+        codes.add(labels[start : start + 30_000], vectors[start : start + 30_000])
+    probe = labels[[0, 65_535, 65_536, 69_999]]
+    rows = codes.rows(probe)
+    assert rows.tolist() == [0, 65_535, 65_536, 69_999]
+    approx = codes._gather(rows).astype(np.float32) * codes._scales[rows][:, None]
+    assert np.allclose(approx, vectors[[0, 65_535, 65_536, 69_999]], atol=0.05)
+    codes.save(tmp_path / "c.npy")
+    assert np.load(tmp_path / "c.npy").shape == (count, 4 + 4 + 8)
+    loaded = Int8Codes.load(tmp_path / "c.npy", 4)
+    assert np.array_equal(loaded._gather(loaded.rows(probe)), codes._gather(rows))
+    codes.delete(labels[: count // 2 + 1])  # half dead: compacted into one block
+    assert len(codes) == count // 2 - 1 and len(codes._blocks) == 1
+    kept = labels[count // 2 + 1 :]
+    assert codes.rows(kept).tolist() == list(range(len(kept)))
+    again = codes._gather(codes.rows(kept[-3:])).astype(np.float32)
+    assert np.allclose(
+        again * codes._scales[codes.rows(kept[-3:])][:, None], vectors[-3:], atol=0.05
+    )
