@@ -212,7 +212,7 @@ class BiEncoder:
     # -- encoding -------------------------------------------------------------------------
     def encode(
         self,
-        texts: Sequence[str],
+        texts: str | Sequence[str],
         *,
         prefix: str = "",
         batch_size: int | None = None,
@@ -221,16 +221,23 @@ class BiEncoder:
         """Encode texts into one row each.
 
         Args:
-            texts: The texts; an empty sequence gives a ``(0, dim)`` array.
+            texts: The texts; an empty sequence gives a ``(0, dim)`` array. One string gives
+                its one vector (as sentence-transformers' ``encode``), not a row per character.
             prefix: Prepended to every text (e.g. ``"query: "`` for asymmetric models).
             batch_size: Overrides the encoder's batch size for this call.
             show_progress: Show a tqdm bar over batches.
 
         Returns:
-            ``(len(texts), dimension)`` float32, in the order of ``texts``.
+            ``(len(texts), dimension)`` float32, in the order of ``texts``; ``(dimension,)`` for
+            one string.
 
         Thread safety: safe; concurrent calls interleave batch by batch.
         """
+        if isinstance(texts, str):
+            one: np.ndarray = self.encode(
+                [texts], prefix=prefix, batch_size=batch_size, show_progress=show_progress
+            )[0]
+            return one
         # A query or two gains nothing from the engine's threads, only their start-up cost.
         if self._use_engine and not show_progress and len(texts) > (batch_size or self.batch_size):
             if len(self.bulk_devices) > 1 and len(texts) > self._engine_config.chunk_size:

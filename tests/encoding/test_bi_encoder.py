@@ -85,6 +85,12 @@ def test_order_and_batch_size_do_not_change_vectors(tiny_encoder) -> None:  # ty
     np.testing.assert_allclose(tiny_encoder.encode([texts[7]])[0], whole[7], atol=1e-5)
 
 
+def test_one_string_gives_one_vector(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    one = tiny_encoder.encode("a single query")
+    assert one.shape == (tiny_encoder.dimension,)
+    assert np.allclose(one, tiny_encoder.encode(["a single query"])[0], atol=1e-6)
+
+
 def test_empty_input_gives_an_empty_matrix(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     assert tiny_encoder.encode([]).shape == (0, 32)
 
