@@ -55,6 +55,7 @@ from sbert_retrieval.stores.base import (
     ScoredRecord,
     ValidRecord,
     VectorStore,
+    check_lexical_args,
     check_spec,
     validate_payload,
     validate_queries,
@@ -989,17 +990,14 @@ class LocalStore(VectorStore, abc.ABC):
 
         Thread safety: shared.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        if isinstance(queries, str):
-            raise ValueError("queries must be a sequence of strings, not one string")
+        texts = check_lexical_args(queries, k)
         parsed = parse_filter(filter)
         if self._closed:
             raise StoreError("the store is closed")
         results: list[list[ScoredRecord]] = []
         with self._read_transaction() as connection:
-            for query in queries:
-                words = list(_query_words(str(query)))
+            for query in texts:
+                words = list(_query_words(query))
                 informative = self._informative_words(connection, words)
                 match = _match_expression(informative)
                 found = [] if match is None else self._bm25(connection, match, k, parsed)
