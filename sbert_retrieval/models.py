@@ -243,6 +243,11 @@ def _pooling_from_config(config: dict[str, Any]) -> str:
     return chosen[0]
 
 
+#: modules.json types that are the token encoder itself (sentence-transformers' current name and
+#: the per-architecture names of its early releases).
+_ENCODER_MODULES = (".Transformer", ".BERT", ".RoBERTa", ".XLMRoBERTa", ".DistilBERT", ".ALBERT")
+
+
 def load_model_config(path: Path) -> SentenceModelConfig:
     """Read a checkpoint's sentence-transformers settings, with transformers' as the fallback.
 
@@ -275,6 +280,20 @@ def load_model_config(path: Path) -> SentenceModelConfig:
                         )
             elif kind.endswith("Normalize"):
                 normalize = True
+            elif not kind.endswith(_ENCODER_MODULES):
+                # Skipping it would give vectors unlike sentence-transformers' (a Dense layer
+                # changes even their width), so the model is refused, never half-applied.
+                name = kind.rsplit(".", 1)[-1] or "unnamed"
+                raise ValueError(
+                    f"{modules_file} lists a {name} module ({module.get('path') or kind}),"
+                    " which this package does not apply, so its vectors would not be the"
+                    " model's; supported modules: Transformer, Pooling, Normalize"
+                    + (
+                        " (Dense layers, as in LaBSE, distiluse and GTR, are not supported yet)"
+                        if name == "Dense"
+                        else ""
+                    )
+                )
     max_seq_length: int | None = None
     sbert_file = path / "sentence_bert_config.json"
     if sbert_file.is_file():

@@ -446,3 +446,18 @@ def test_default_prefixes_prefers_explicit_then_query_passage_document_prompts()
     assert default_prefixes({**prompts, "passage": "p: "}) == ("q: ", "p: ")
     assert default_prefixes(prompts, "", "") == ("", "")  # explicit empty wins over prompts
     assert default_prefixes(prompts, "x", None) == ("x", "d: ")
+
+
+def test_modules_it_cannot_apply_are_refused_not_skipped(tmp_path: Path) -> None:
+    """A Dense layer (LaBSE, distiluse, GTR) changes the vectors: skipping it silently is wrong."""
+    model_dir = build_tiny_model(tmp_path / "m", pooling="mean")
+    modules = json.loads((model_dir / "modules.json").read_text())
+    assert load_model_config(model_dir).pooling == "mean"  # Transformer + Pooling: fine
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    (model_dir / "modules.json").write_text(json.dumps([*modules, dense]))
+    with pytest.raises(ValueError, match=r"Dense module \(2_Dense\).*not supported yet"):
+        load_model_config(model_dir)
+    layer_norm = {**dense, "path": "2_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
+    (model_dir / "modules.json").write_text(json.dumps([*modules, layer_norm]))
+    with pytest.raises(ValueError, match=r"LayerNorm module.*supported modules: Transformer"):
+        load_model_config(model_dir)
