@@ -17,6 +17,7 @@ the hub can be reached.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ __all__ = [
     "SentenceModelConfig",
     "cache_dir",
     "default_prefixes",
+    "legacy_model_fingerprint",
     "load_model_config",
     "model_fingerprint",
     "resolve_model_path",
@@ -248,6 +250,13 @@ def _pooling_from_config(config: dict[str, Any]) -> str:
 _ENCODER_MODULES = (".Transformer", ".BERT", ".RoBERTa", ".XLMRoBERTa", ".DistilBERT", ".ALBERT")
 
 
+def _legacy_match(mine: str, theirs: str, spec: EmbeddingSpec, other: EmbeddingSpec) -> bool:
+    """Whether one side recorded the other's legacy (first-MiB) fingerprint."""
+    return (len(mine) == 16 and mine in other.legacy_fingerprints) or (
+        len(theirs) == 16 and theirs in spec.legacy_fingerprints
+    )
+
+
 def load_model_config(path: Path) -> SentenceModelConfig:
     """Read a checkpoint's sentence-transformers settings, with transformers' as the fallback.
 
@@ -335,11 +344,44 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def model_fingerprint(path: Path) -> str:
-    """A short content hash of a checkpoint: same weights, same fingerprint, wherever they live.
+    """A content hash of a checkpoint: same weights, same fingerprint, wherever they live.
 
-    Hashes ``config.json``, the weight file's size and its first MiB, so it costs milliseconds
-    even for large models while still telling two different checkpoints apart.
+    SHA-256 of ``config.json`` and of every byte of each weight file present
+    (``model.safetensors``, ``pytorch_model.bin``), 32 hex digits. Two checkpoints that differ
+    anywhere get different fingerprints (a fine-tuned copy included), so an index or the
+    embedding cache never takes one for the other. Costs one read of the weights (~0.3 s for
+    all-mpnet-base-v2's 438 MB), once per process and file version (cached by size and mtime).
+
+    Fingerprints of 16 hex digits are :func:`legacy_model_fingerprint`'s, from releases that
+    hashed only the first MiB of the weights; an index that recorded one still opens with the
+    same model (see :attr:`EmbeddingSpec.legacy_fingerprints`).
     """
+    stamps = []
+    for name in ("config.json", *_WEIGHT_FILES):
+        file = path / name
+        if file.is_file():
+            stat = file.stat()
+            stamps.append((name, stat.st_size, stat.st_mtime_ns))
+    return _full_fingerprint(str(path.resolve()), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=64)
+def _full_fingerprint(path: str, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, _, _ in stamps:
+        digest.update(name.encode())
+        with (Path(path) / name).open("rb") as handle:
+            while block := handle.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def legacy_model_fingerprint(path: Path) -> str:
+    """The fingerprint of releases before 2026-12-06: ``config.json``, the first weight file's
+    size and its first MiB (16 hex digits). Kept only to recognise indexes that recorded it;
+    it cannot tell checkpoints apart that differ past their first MiB."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -374,6 +416,9 @@ class EmbeddingSpec:
         query_prefix: Text put before each query (asymmetric models), ``""`` for none.
         passage_prefix: Text put before each passage, ``""`` for none.
         query_model: Fingerprint of a separate query encoder, ``""`` when queries use ``model``.
+        legacy_fingerprints: The :func:`legacy_model_fingerprint` of the encoder (and of its
+            query tower), which an index written before full-content fingerprints recorded;
+            matched against such an index's ``fingerprint`` / ``query_model``. Never stored.
     """
 
     model: str
@@ -385,12 +430,15 @@ class EmbeddingSpec:
     query_prefix: str = ""
     passage_prefix: str = ""
     query_model: str = ""
+    legacy_fingerprints: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict (without :attr:`legacy_fingerprints`, which is never stored)."""
         from dataclasses import asdict
 
-        return asdict(self)
+        data = asdict(self)
+        del data["legacy_fingerprints"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmbeddingSpec:
@@ -416,4 +464,8 @@ class EmbeddingSpec:
             f"{name}: index has {getattr(self, name)!r}, encoder has {getattr(other, name)!r}"
             for name in compared
             if getattr(self, name) != getattr(other, name)
+            and not (
+                name in ("fingerprint", "query_model")
+                and _legacy_match(getattr(self, name), getattr(other, name), self, other)
+            )
         ]

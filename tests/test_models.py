@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 import time
 from importlib import metadata
@@ -17,6 +18,7 @@ from sbert_retrieval.models import (
     POOLING_MODES,
     EmbeddingSpec,
     cache_dir,
+    legacy_model_fingerprint,
     load_model_config,
     model_fingerprint,
     resolve_model_path,
@@ -345,7 +347,7 @@ def test_fingerprint_same_for_a_copy_different_for_another_seed(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     original = model_fingerprint(tiny_model_dir)
-    assert len(original) == 16
+    assert len(original) == 32
     int(original, 16)
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, copy)
@@ -361,6 +363,39 @@ def test_fingerprint_sees_config_changes(tiny_model_dir: Path, tmp_path: Path) -
     config["layer_norm_eps"] = 1e-6
     (copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
+
+
+def test_fingerprint_hashes_every_byte_of_the_weights(tmp_path: Path) -> None:
+    """Two checkpoints equal in their first MiB (a fine-tuned copy) shared the old fingerprint."""
+    first = tmp_path / "a"
+    first.mkdir()
+    (first / "config.json").write_text('{"model_type": "bert"}')
+    weights = random.Random(0).randbytes(3 << 20)
+    (first / "model.safetensors").write_bytes(weights)
+    second = tmp_path / "b"
+    shutil.copytree(first, second)
+    (second / "model.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    assert legacy_model_fingerprint(first) == legacy_model_fingerprint(second)
+    assert model_fingerprint(first) != model_fingerprint(second)
+    assert len(legacy_model_fingerprint(first)) == 16
+
+
+def test_an_index_with_a_legacy_fingerprint_opens_with_the_same_model_only(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from sbert_retrieval import BiEncoder
+    from sbert_retrieval.errors import ModelMismatchError
+    from sbert_retrieval.stores.base import check_spec
+
+    encoder = BiEncoder(str(tiny_model_dir))
+    stored = EmbeddingSpec.from_dict(
+        {**encoder.spec().to_dict(), "fingerprint": legacy_model_fingerprint(tiny_model_dir)}
+    )
+    assert "legacy_fingerprints" not in encoder.spec().to_dict()
+    check_spec(stored, encoder.spec(), "the index")  # the same model: accepted
+    other = BiEncoder(str(build_tiny_model(tmp_path / "seed1", seed=1)))
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        check_spec(stored, other.spec(), "the index")
 
 
 def test_fingerprint_of_packaged_minilm_is_stable() -> None:

@@ -19,6 +19,7 @@ from sbert_retrieval.models import (
     DEFAULT_MODEL,
     POOLING_MODES,
     EmbeddingSpec,
+    legacy_model_fingerprint,
     load_model_config,
     model_fingerprint,
     resolve_model_path,
@@ -139,6 +140,7 @@ class BiEncoder:
         self.model.to(self.device).eval()
         self.dimension = int(self.model.config.hidden_size)
         self._fingerprint = model_fingerprint(self.path)
+        self._legacy_fingerprint = legacy_model_fingerprint(self.path)
         self._input_names = tuple(self.tokenizer.model_input_names)
         self._pad_id = int(self.tokenizer.pad_token_id or 0)
         self._lock = threading.Lock()
@@ -180,6 +182,10 @@ class BiEncoder:
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
             query_model=tower._fingerprint if tower is not None else "",
+            legacy_fingerprints=(
+                self._legacy_fingerprint,
+                *((tower._legacy_fingerprint,) if tower is not None else ()),
+            ),
         )
 
     @property
