@@ -149,6 +149,8 @@ class BiEncoder:
         self._engine: EncodingEngine | None = None
         self._requested_device = device
         self._multi_device: MultiDeviceEncoder | None = None
+        # Two threads' first bulk encode must not start two engines or two worker pools.
+        self._lazy_lock = threading.Lock()
 
     # -- identity -------------------------------------------------------------------------
     def spec(
@@ -256,9 +258,11 @@ class BiEncoder:
 
     @property
     def engine(self) -> EncodingEngine:
-        """This encoder's overlapped engine (created on first use)."""
+        """This encoder's overlapped engine (created on first use, once: thread-safe)."""
         if self._engine is None:
-            self._engine = EncodingEngine(self, self._engine_config)
+            with self._lazy_lock:
+                if self._engine is None:
+                    self._engine = EncodingEngine(self, self._engine_config)
         return self._engine
 
     def encode_stream(
@@ -288,7 +292,11 @@ class BiEncoder:
 
     @property
     def multi_device(self) -> MultiDeviceEncoder:
-        """The worker processes, one per bulk device (started on first use)."""
+        """The worker processes, one per bulk device (started on first use, once: thread-safe)."""
+        with self._lazy_lock:
+            return self._start_multi_device()
+
+    def _start_multi_device(self) -> MultiDeviceEncoder:
         if self._multi_device is None:
             settings = {
                 "dtype": str(self.dtype).removeprefix("torch."),
@@ -305,9 +313,10 @@ class BiEncoder:
 
     def close(self) -> None:
         """Stop the multi-device workers, if any were started (the model itself stays usable)."""
-        if self._multi_device is not None:
-            self._multi_device.close()
-            self._multi_device = None
+        with self._lazy_lock:
+            if self._multi_device is not None:
+                self._multi_device.close()
+                self._multi_device = None
 
     def encode_tokenized(
         self,

@@ -189,3 +189,36 @@ def test_token_budget_sizes_batches_by_length(tiny_model_dir: Path) -> None:
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
     with pytest.raises(ValueError, match="max_batch_tokens"):
         BiEncoder(tiny_model_dir, max_batch_tokens=0)
+
+
+def test_the_lazy_engine_is_created_once_under_concurrent_first_use(
+    tiny_encoder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from sbert_retrieval.encoding import bi_encoder
+
+    created: list[object] = []
+
+    class SlowEngine:
+        def __init__(self, *args: object) -> None:
+            time.sleep(0.05)  # widens the window two unlocked threads would both enter
+            created.append(self)
+
+    monkeypatch.setattr(bi_encoder, "EncodingEngine", SlowEngine)
+    monkeypatch.setattr(tiny_encoder, "_engine", None)
+    barrier = threading.Barrier(8)
+    seen: list[object] = []
+
+    def first_use() -> None:
+        barrier.wait()
+        seen.append(tiny_encoder.engine)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(created) == 1
+    assert all(engine is created[0] for engine in seen)
