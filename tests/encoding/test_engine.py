@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sbert_retrieval.encoding import BiEncoder, EncodingEngine, EngineConfig
-from sbert_retrieval.encoding.engine import _tokenize_chunk
+from sbert_retrieval.encoding.engine import _init_worker, _tokenize_chunk
 from tests.encoding.test_bi_encoder import EDGE_CASES, OutOfMemoryAbove
 
 TEXTS = EDGE_CASES + [f"text number {i} " * (1 + i % 9) for i in range(60)]
@@ -25,12 +25,8 @@ def plain(tiny_model_dir: Path) -> BiEncoder:
 
 def test_tokenizer_workers_give_the_encoder_tokenizers_ids(plain: BiEncoder) -> None:
     reference = plain.tokenize(TEXTS, prefix="query: ")
-    tokenized = _tokenize_chunk(
-        ["query: " + t for t in TEXTS],
-        plain.tokenizer.backend_tokenizer.to_str(),
-        plain.max_seq_length,
-        "right",
-    )
+    _init_worker(plain.tokenizer.backend_tokenizer.to_str(), plain.max_seq_length, "right")
+    tokenized = _tokenize_chunk(["query: " + t for t in TEXTS])
     offsets = np.concatenate([[0], np.cumsum(tokenized.lengths)])
     ids = [tokenized.flat_ids[a:b].tolist() for a, b in itertools.pairwise(offsets)]
     assert ids == reference.input_ids
@@ -175,3 +171,36 @@ def test_fan_out_over_two_devices_equals_one(tiny_model_dir: Path, plain: BiEnco
     finally:
         encoder.close()
     assert not any(p.is_alive() for p in workers)
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_a_task_carries_its_texts_not_the_tokenizer(
+    plain: BiEncoder, worker_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker gets the tokenizer once (the pool's initializer), not with every chunk."""
+    import pickle
+
+    engine = EncodingEngine(
+        plain, EngineConfig(chunk_size=5, tokenizer_workers=2, worker_type=worker_type)
+    )
+    sizes: list[int] = []
+    make_pool = engine._executor
+
+    def spying_pool():  # type: ignore[no-untyped-def]
+        pool = make_pool()
+        submit = pool.submit
+
+        def recorded(fn, *args):  # type: ignore[no-untyped-def]
+            sizes.append(len(pickle.dumps(args)))
+            return submit(fn, *args)
+
+        pool.submit = recorded  # type: ignore[method-assign]
+        return pool
+
+    monkeypatch.setattr(engine, "_executor", spying_pool)
+    vectors, _ = engine.encode(TEXTS)
+    assert np.allclose(vectors, plain.encode(TEXTS), atol=1e-5)
+    tokenizer_bytes = len(plain.tokenizer.backend_tokenizer.to_str())
+    assert len(sizes) == -(-len(TEXTS) // 5)
+    assert max(sizes) < tokenizer_bytes / 10
+
