@@ -171,6 +171,9 @@ class _Miner:
         return found
 
     def release(self) -> None:
+        """Drop the mining encoder, stopping its multi-device workers first (they would leak)."""
+        if self.encoder is not None:
+            self.encoder.close()
         self.encoder = None
         gc.collect()
         try:
