@@ -19,6 +19,7 @@ from sbert_retrieval.models import (
     DEFAULT_MODEL,
     POOLING_MODES,
     EmbeddingSpec,
+    default_prefixes,
     legacy_model_fingerprint,
     load_model_config,
     model_fingerprint,
@@ -156,15 +157,17 @@ class BiEncoder:
     def spec(
         self,
         *,
-        query_prefix: str = "",
-        passage_prefix: str = "",
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
         query_encoder: BiEncoder | None = None,
     ) -> EmbeddingSpec:
         """The identity of this encoder's vectors, to store with an index.
 
         Args:
-            query_prefix: Put before each query.
-            passage_prefix: Put before each passage.
+            query_prefix: Put before each query; ``None`` (default) takes the model's ``query``
+                prompt, as the CLI does (:func:`~sbert_retrieval.models.default_prefixes`).
+            passage_prefix: Put before each passage; ``None`` (default) takes the model's
+                ``passage`` (else ``document``) prompt.
             query_encoder: A separate query tower (two-tower models): its fingerprint is
                 recorded, so the index refuses queries from any other model.
         """
@@ -174,6 +177,7 @@ class BiEncoder:
                 f" encoder's ({self.dimension}); both towers must produce vectors of one width"
             )
         tower = query_encoder if query_encoder is not None and query_encoder is not self else None
+        query_prefix, passage_prefix = default_prefixes(self.prompts, query_prefix, passage_prefix)
         return EmbeddingSpec(
             model=self.model_name,
             dimension=self.dimension,

@@ -222,3 +222,25 @@ def test_the_lazy_engine_is_created_once_under_concurrent_first_use(
         thread.join()
     assert len(created) == 1
     assert all(engine is created[0] for engine in seen)
+
+
+def test_spec_takes_the_models_prompts_as_the_cli_does(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The Python quick start (``HnswStore(path, encoder.spec())``) and the CLI agree."""
+    import json
+    import shutil
+
+    from sbert_retrieval.models import default_prefixes
+
+    path = tmp_path / "prompted"
+    shutil.copytree(tiny_model_dir, path)
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "document": "passage: "}})
+    )
+    encoder = BiEncoder(path)
+    spec = encoder.spec()
+    assert (spec.query_prefix, spec.passage_prefix) == default_prefixes(encoder.prompts)
+    assert (spec.query_prefix, spec.passage_prefix) == ("query: ", "passage: ")
+    explicit = encoder.spec(query_prefix="", passage_prefix="p: ")
+    assert (explicit.query_prefix, explicit.passage_prefix) == ("", "p: ")
