@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder, _resolve_device
+from sbert_retrieval.encoding.engine import EngineConfig
 from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.models import default_prefixes
 from sbert_retrieval.reranking import CrossEncoderReranker
@@ -832,6 +833,18 @@ def _copy_weights(target: nn.Module, loaded: nn.Module) -> None:
         )
 
 
+def evaluation_engine(device: torch.device) -> EngineConfig | None:
+    """The engine settings of a model being trained: bulk encoding stays on its own device.
+
+    A ``cuda`` encoder otherwise fans bulk encodes (a dev-set evaluation) out to one worker
+    process per visible GPU, and those workers load the weights from disk: the starting
+    checkpoint, not the weights being trained. ``None`` (the default engine) off CUDA.
+    """
+    if device.type != "cuda":
+        return None
+    return EngineConfig(devices=(str(device),))
+
+
 class BiEncoderTrainer(_Trainer[BiEncoder]):
     """Fine-tunes a sentence-transformers bi-encoder with an SBERT objective.
 
@@ -877,6 +890,7 @@ class BiEncoderTrainer(_Trainer[BiEncoder]):
             dtype="float32",
             max_seq_length=config.max_seq_length,
             batch_size=config.batch_size,
+            engine=evaluation_engine(self.device),
         )
         self.query_prefix, self.passage_prefix = default_prefixes(
             self.encoder.prompts, query_prefix, passage_prefix

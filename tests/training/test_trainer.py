@@ -409,3 +409,23 @@ def test_keep_best_saves_the_best_evaluation_and_survives_a_resume(
 def test_keep_best_needs_an_evaluator(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="keep_best needs an evaluator"):
         BiEncoderTrainer(tiny_model_dir, PAIRS, config(tmp_path, "x", keep_best=True))
+
+
+def test_a_trained_cuda_encoder_never_fans_evaluation_out_to_workers(
+    tiny_model_dir, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Worker processes load the starting weights from disk; evaluation must see trained ones."""
+    import torch
+
+    from sbert_retrieval.encoding import BiEncoder
+    from sbert_retrieval.training.trainer import evaluation_engine
+
+    assert evaluation_engine(torch.device("cpu")) is None
+    encoder = BiEncoder(tiny_model_dir, device="cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(encoder, "_requested_device", "cuda")
+    assert len(encoder.bulk_devices) == 2  # what a plain cuda encoder would fan out to
+    config = evaluation_engine(torch.device("cuda", 1))
+    assert config is not None and config.devices == ("cuda:1",)
+    monkeypatch.setattr(encoder, "_engine_config", config)
+    assert encoder.bulk_devices == ["cuda:1"]  # one device: encode stays in this process
