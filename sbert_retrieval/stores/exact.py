@@ -32,9 +32,7 @@ class ExactStore(LocalStore):
         self._rows: dict[int, int] = {}
 
     def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        if self.metric == "cosine":
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.where(norms == 0, 1, norms)
+        vectors = self._compared(vectors)
         size = len(self._rows)
         needed = size + len(labels)
         if needed > len(self._matrix):

@@ -14,7 +14,7 @@ import hnswlib
 import numpy as np
 
 from sbert_retrieval.models import EmbeddingSpec
-from sbert_retrieval.stores.local import SNAPSHOT_MIN_TAIL, LocalStore, exact_top_k
+from sbert_retrieval.stores.local import SNAPSHOT_MIN_TAIL, LocalStore, _decode_rows, exact_top_k
 from sbert_retrieval.stores.quantized import Int8Codes
 
 __all__ = ["HnswParams", "HnswStore"]
@@ -171,9 +171,8 @@ class HnswStore(LocalStore):
                 "SELECT label, vector FROM points WHERE label <= ? ORDER BY label", (last,)
             )
             while rows := cursor.fetchmany(_INITIAL_CAPACITY * 8):
-                labels = np.fromiter((label for label, _ in rows), dtype=np.int64, count=len(rows))
-                vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
-                self._codes.add(labels, self._compared(vectors.reshape(len(rows), -1)))
+                labels, vectors = _decode_rows(rows, self.dimension)
+                self._codes.add(labels, self._compared(vectors))
         self._index = index
 
     def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -184,14 +183,8 @@ class HnswStore(LocalStore):
         # Labels are always new (a changed vector gets a new label), so replace_deleted only
         # reuses the slots of deleted points: never the ghost-node path of re-adding a label.
         self._index.add_items(vectors, labels, num_threads=self.num_threads, replace_deleted=True)
+        # hnswlib normalizes for cosine inside; the int8 copy must hold what it compares.
         self._codes.add(labels, self._compared(vectors))
-
-    def _compared(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors as the graph compares them (hnswlib normalizes for cosine)."""
-        if self.metric != "cosine":
-            return vectors
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms == 0, 1, norms)
 
     def _index_delete(self, labels: Sequence[int]) -> None:
         for label in labels:

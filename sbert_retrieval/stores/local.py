@@ -272,6 +272,17 @@ def _label_array(
     return np.fromstring(joined, dtype=np.int64, sep=",")
 
 
+def _decode_rows(
+    rows: Sequence[tuple[int, bytes]], dimension: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, vectors)`` of ``(label, vector blob)`` rows read from ``points``."""
+    labels = np.fromiter((label for label, _ in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(
+        len(rows), dimension
+    )
+    return labels, vectors
+
+
 def _snapshot_files(snapshot: Mapping[str, Any]) -> list[str]:
     """The file names of a snapshot entry: the graph, then its companions."""
     return [str(snapshot["file"]), *(str(part["file"]) for part in snapshot.get("companions", []))]
@@ -573,11 +584,8 @@ class LocalStore(VectorStore, abc.ABC):
         if snapshot:
             try:
                 self._verify_snapshot(snapshot)
-                self._load_snapshot(
-                    self.path / snapshot["file"],
-                    capacity,
-                    [self.path / str(part["file"]) for part in snapshot.get("companions", [])],
-                )
+                graph, *companions = (self.path / name for name in _snapshot_files(snapshot))
+                self._load_snapshot(graph, capacity, companions)
                 self._labels_covered = int(snapshot["labels"])
                 self._tombstones_covered = int(snapshot["tombstones"])
                 self._count = int(snapshot["count"])
@@ -647,10 +655,7 @@ class LocalStore(VectorStore, abc.ABC):
                 self._load_index(self._meta(self._reader()))
 
     def _add_rows(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        labels = np.fromiter((label for label, _ in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(
-            len(rows), self.dimension
-        )
+        labels, vectors = _decode_rows(rows, self.dimension)
         with self._lock.write():
             self._index_add(labels, vectors)
             self._count += len(rows)
@@ -968,9 +973,7 @@ class LocalStore(VectorStore, abc.ABC):
         parsed = parse_filter(filter)
         if self._closed:
             raise StoreError("the store is closed")
-        if self.metric == "cosine":
-            norms = np.linalg.norm(queries, axis=1, keepdims=True)
-            queries = queries / np.where(norms == 0, 1, norms)
+        queries = self._compared(queries)
         self._refresh_if_changed()
         with self._lock.read(), self._read_transaction() as connection:
             allowed = None if parsed is None else self._allowed(connection, parsed)
@@ -1088,23 +1091,24 @@ class LocalStore(VectorStore, abc.ABC):
     def _stored_vectors(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, vectors)`` read from the database (this thread's read transaction), for
         the ``labels`` still stored, as the index compares them (normalized for cosine)."""
-        found: list[int] = []
-        blobs: list[bytes] = []
+        rows: list[tuple[int, bytes]] = []
         connection = self._reader()
         for part in _chunks(sorted({int(label) for label in labels})):
-            for label, blob in connection.execute(
+            rows += connection.execute(
                 f"SELECT label, vector FROM points WHERE label IN ({_placeholders(len(part))})",
                 tuple(part),
-            ):
-                found.append(int(label))
-                blobs.append(blob)
-        vectors: np.ndarray = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(
-            len(found), self.dimension
-        )
-        if self.metric == "cosine":
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
-        return np.asarray(found, dtype=np.int64), vectors
+            ).fetchall()
+        found, vectors = _decode_rows(rows, self.dimension)
+        return found, self._compared(vectors)
+
+    def _compared(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` as the index compares them: unit rows for cosine (zero rows kept), as
+        given for inner product."""
+        if self.metric != "cosine":
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit: np.ndarray = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+        return unit
 
     def _live_labels(self) -> np.ndarray:
         """Every label the index holds live (the database's, up to the index's mark)."""

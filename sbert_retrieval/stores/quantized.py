@@ -114,8 +114,7 @@ class Int8Codes:
 
     def delete(self, labels: np.ndarray) -> None:
         """Forget ``labels`` (those not held are ignored)."""
-        rows = self.rows(np.asarray(labels, dtype=np.int64))
-        rows = rows[self._live[rows]]
+        rows = self.rows(np.asarray(labels, dtype=np.int64))  # live rows only
         self._live[rows] = False
         self._dead += len(rows)
         if self._dead and self._dead * 2 >= self._size:
