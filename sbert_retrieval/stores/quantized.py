@@ -70,13 +70,17 @@ class Int8Codes:
         labels = np.asarray(labels, dtype=np.int64)
         if not len(labels):
             return
-        if (self._size and labels[0] <= self.last_label) or np.any(np.diff(labels) <= 0):
+        if not self._continues(labels):
             raise ValueError("int8 codes take labels in increasing order only")
         vectors = np.asarray(vectors, dtype=np.float32)
         peaks = np.abs(vectors).max(axis=1)
         scales = np.where(peaks > 0, peaks / 127.0, 1.0).astype(np.float32)
         codes = np.rint(vectors / scales[:, None]).clip(-127, 127).astype(np.int8)
         self._append(labels, scales, codes)
+
+    def _continues(self, labels: np.ndarray) -> bool:
+        """Whether ``labels`` increase and follow every label held."""
+        return not ((self._size and labels[0] <= self.last_label) or np.any(np.diff(labels) <= 0))
 
     def _append(self, labels: np.ndarray, scales: np.ndarray, codes: np.ndarray) -> None:
         needed = self._size + len(labels)
@@ -194,7 +198,7 @@ class Int8Codes:
                 packed = packed.reshape(count, width)
                 scales = np.ascontiguousarray(packed[:, dimension : dimension + 4]).view("<f4")
                 labels = np.ascontiguousarray(packed[:, dimension + 4 :]).view("<i8")[:, 0]
-                if (codes._size and labels[0] <= codes.last_label) or np.any(np.diff(labels) <= 0):
+                if not codes._continues(labels):
                     raise ValueError(f"{file.name} holds labels out of order")
                 codes._append(labels, scales[:, 0], packed[:, :dimension])
                 remaining -= count
