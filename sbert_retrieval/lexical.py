@@ -1,9 +1,10 @@
 """Text analysis and BM25 weights for backends that keep lexical vectors themselves (Qdrant).
 
-The embedded stores let SQLite FTS5 analyse and score text (``tokenize='porter unicode61'``,
-:func:`~sbert_retrieval.stores.local.lexical_query`). A backend without such an engine gets BM25
-from a *sparse vector* per chunk instead; this module makes those vectors, analysing text the
-way FTS5 does so that both kinds of backend match the same words:
+Every backend analyses text here, so all of them match the same words: the embedded stores
+hand :func:`analyze`'s terms to their tantivy index
+(:mod:`~sbert_retrieval.stores.lexical_index`), and Qdrant gets BM25 from a *sparse vector* per
+chunk made here. The analysis is SQLite FTS5's ``porter unicode61`` (the embedded stores' first
+engine), reproduced:
 
 * :func:`analyze`: lowercase, strip diacritics (Unicode NFD minus combining marks, as
   ``unicode61``'s ``remove_diacritics``), split on everything that is not a letter or digit
@@ -19,6 +20,11 @@ way FTS5 does so that both kinds of backend match the same words:
   stems, ≈ 1 for 100,000). A collision merges two stems' counts, so a document containing one
   matches a query for the other with that term's (slightly lowered) IDF; ranking is otherwise
   unaffected.
+* :func:`query_terms`: a query's distinct terms, less English stopwords (Lucene's
+  ``EnglishAnalyzer`` list, :data:`QUERY_STOPWORDS`) unless nothing else is left. Documents keep
+  theirs (lengths count every word). Lucene's IDF never reaches zero, so "the" and "of" would
+  otherwise add to every score; chosen on SciFact's train split: hybrid nDCG@10 0.7138 with
+  every term, 0.7155 without stopwords (lexical 0.7023 both).
 * :func:`document_vector`: BM25's document side, ``tf · (k1 + 1) / (tf + k1 · (1 - b + b ·
   dl / avgdl))`` per term (``tf`` the term's count, ``dl`` the document's token count);
   :func:`query_vector`: weight 1 per distinct query term. The backend multiplies by the IDF,
@@ -45,10 +51,12 @@ import snowballstemmer  # type: ignore[import-untyped]
 
 __all__ = [
     "ANALYZER",
+    "QUERY_STOPWORDS",
     "BM25Params",
     "analyze",
     "document_vector",
     "mean_length",
+    "query_terms",
     "query_vector",
     "term_id",
 ]
@@ -58,6 +66,15 @@ ANALYZER = "unicode61-porter-crc32/1"
 the analyzer that made them."""
 
 _WORD = re.compile(r"[^\W_]+")
+
+#: Lucene's English stop set (``EnglishAnalyzer.ENGLISH_STOP_WORDS_SET``), left out of queries.
+QUERY_STOPWORDS = frozenset(
+    {
+        *("a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into"),
+        *("is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then"),
+        *("there", "these", "they", "this", "to", "was", "will", "with"),
+    }
+)
 _STEM_MIN_BYTES = 3
 _STEM_MAX_BYTES = 64
 
@@ -144,6 +161,14 @@ def analyze(text: str) -> list[str]:
     return [_stem(token) for token in _WORD.findall(_fold(text))]
 
 
+def query_terms(text: str) -> list[str]:
+    """The distinct stems of a query, in order, less :data:`QUERY_STOPWORDS` (kept when the
+    query has no other word: "to be or not to be" still matches)."""
+    tokens = _WORD.findall(_fold(text))
+    kept = [token for token in tokens if token not in QUERY_STOPWORDS] or tokens
+    return list(dict.fromkeys(_stem(token) for token in kept))
+
+
 def term_id(stem: str) -> int:
     """The sparse index of a stem: its unsigned CRC-32 (see the module docstring on collisions)."""
     return zlib.crc32(stem.encode("utf-8"))
@@ -170,8 +195,8 @@ def document_vector(text: str, params: BM25Params) -> tuple[list[int], list[floa
 
 
 def query_vector(text: str) -> tuple[list[int], list[float]]:
-    """The query side: weight 1.0 per distinct term of ``text``, indices ascending."""
-    indices = sorted({term_id(stem) for stem in analyze(text)})
+    """The query side: weight 1.0 per distinct term of :func:`query_terms`, indices ascending."""
+    indices = sorted({term_id(stem) for stem in query_terms(text)})
     return indices, [1.0] * len(indices)
 
 

@@ -13,6 +13,7 @@ from sbert_retrieval.lexical import (
     analyze,
     document_vector,
     mean_length,
+    query_terms,
     query_vector,
     term_id,
 )
@@ -84,6 +85,20 @@ def test_query_vector_weights_each_distinct_term_once() -> None:
     assert sorted(indices) == sorted({term_id("cat"), term_id("dog")})
     assert values == [1.0, 1.0]
     assert query_vector("\x00 ((") == ([], [])
+
+
+def test_query_terms_leave_out_stopwords_unless_nothing_else_is_left() -> None:
+    # Stopwords are words, checked before stemming: "this" goes, "thing" stays.
+    assert query_terms("What is THE effect of this thing on cats and cat?") == [
+        "what",
+        "effect",
+        "thing",
+        "cat",
+    ]
+    assert query_terms("to be or not to be") == ["to", "be", "or", "not"]
+    assert query_terms("\x00 ((") == []
+    # The Qdrant query vector is made of the same terms.
+    assert query_vector("the cats")[0] == [term_id("cat")]
 
 
 def test_mean_length_counts_empty_texts() -> None:

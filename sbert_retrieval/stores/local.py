@@ -4,27 +4,36 @@ Chroma's split, for the same reasons: durability belongs to a real database engi
 home-made file format, and a vector index is cheap to derive again. A store directory holds::
 
     store.sqlite3 (-wal, -shm)  the truth (WAL mode): spec, points (id, doc id, payload, text,
-                                vector), one row per filterable metadata value, an FTS5 (BM25)
-                                index over chunk text, and a log of deletions
+                                vector), one row per filterable metadata value, and a log of
+                                deletions
     graph-<n>.hnsw              HnswStore only: a snapshot of the hnswlib graph, named in the
                                 database with how far into the points table it reaches
+    lexical/                    the BM25 index over chunk text (tantivy), derived from the
+                                database like the graph, committed after every write
     LOCK                        flock held by the one open writer
 
 Every :meth:`~LocalStore.upsert`, :meth:`~LocalStore.delete` and
 :meth:`~LocalStore.set_payloads` is one SQLite transaction, committed with ``synchronous=FULL``
 before it returns: durable at once, so :meth:`~LocalStore.flush` costs nothing in proportion to
 the store's size. Point labels (the graph's ids) are SQLite row ids that are never reused: a
-point whose vector changes gets a new label and its old one is deleted, so a label always names
-one immutable vector. Opening loads the newest graph snapshot, checks it against its checksum,
-and catches it up from the database (points with labels past the snapshot, deletions logged
-after it); a missing or damaged snapshot is rebuilt from the database. Snapshots are written on
-:meth:`~LocalStore.close`, and by :meth:`~LocalStore.flush` once the part of the database the
-snapshot does not cover passes :data:`SNAPSHOT_MIN_TAIL` points and half the covered ones
-(amortized O(1) per point).
+point whose vector or text changes gets a new label and its old one is deleted, so a label
+always names one immutable vector and text. Opening loads the newest graph snapshot, checks it
+against its checksum, and catches it up from the database (points with labels past the snapshot,
+deletions logged after it); a missing or damaged snapshot is rebuilt from the database.
+Snapshots are written on :meth:`~LocalStore.close`, and by :meth:`~LocalStore.flush` once the
+part of the database the snapshot does not cover passes :data:`SNAPSHOT_MIN_TAIL` points and
+half the covered ones (amortized O(1) per point).
 
 Readers (``read_only=True``, any number, in any process) never take the writer's lock, never
 block it and are never blocked: each sees the last committed state, and catches up before a
 search when the database changed (``PRAGMA data_version``), or on :meth:`~LocalStore.refresh`.
+
+The lexical index (:mod:`~sbert_retrieval.stores.lexical_index`) is caught up by the writer
+right after each write's commit, from the database (points past its mark, deletions logged
+after it), and the mark is recorded in the database with the next write: a crash in between
+only makes the next open replay a stretch it already holds, which changes nothing. Readers
+search the writer's on-disk index (seeing its commits, a moment after the database's); a reader
+of a store without one (written by a version before it) derives one in memory.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sbert_retrieval.errors import StoreCorruptedError, StoreError
-from sbert_retrieval.lexical import analyze
+from sbert_retrieval.lexical import ANALYZER
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores._locking import ReadWriteLock, WriterLockFile
 from sbert_retrieval.stores.base import (
@@ -69,6 +78,7 @@ from sbert_retrieval.stores.filters import (
     parse_filter,
     payload_fields,
 )
+from sbert_retrieval.stores.lexical_index import LEXICAL_DIRECTORY, LexicalIndex
 
 __all__ = [
     "DATABASE",
@@ -77,7 +87,6 @@ __all__ = [
     "SNAPSHOT_MIN_TAIL",
     "LocalStore",
     "exact_top_k",
-    "lexical_query",
     "stored_meta",
 ]
 
@@ -87,13 +96,15 @@ METRICS = ("cosine", "ip")
 DATABASE = "store.sqlite3"
 #: The file of the format before SQLite (version 1): such a directory must be converted.
 LEGACY_MANIFEST = "manifest.json"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: By default a flush snapshots the graph once this many points (or deletions) are past it.
 SNAPSHOT_MIN_TAIL = 100_000
 #: Points added to the graph per step; in-process searches wait at most one step for a writer.
 _GRAPH_STEP = 2_048
 #: SQLite's default limit on ``?`` parameters in one statement is far above this.
 _IN_CHUNK = 500
+#: Points handed to the lexical index per commit while it catches up.
+_LEXICAL_STEP = 10_000
 #: A snapshot's files: the graph, and companions beside it (``graph-N.<part>``).
 _SNAPSHOT_FILE = re.compile(r"^graph-(\d+)\.[a-z0-9.]+?(\.tmp)?$")
 
@@ -114,23 +125,23 @@ CREATE TABLE fields (
 CREATE INDEX fields_lookup ON fields(key, kind, value, label);
 CREATE INDEX fields_by_label ON fields(label);
 CREATE TABLE tombstones (rowid INTEGER PRIMARY KEY AUTOINCREMENT, label INTEGER NOT NULL);
-CREATE VIRTUAL TABLE lexical USING fts5(
-    text, content='points', content_rowid='label', tokenize='porter unicode61'
-);
-CREATE TRIGGER points_inserted AFTER INSERT ON points WHEN new.text IS NOT NULL BEGIN
-    INSERT INTO lexical(rowid, text) VALUES (new.label, new.text);
-END;
 CREATE TRIGGER points_deleted AFTER DELETE ON points BEGIN
-    INSERT INTO lexical(lexical, rowid, text)
-        SELECT 'delete', old.label, old.text WHERE old.text IS NOT NULL;
     DELETE FROM fields WHERE label = old.label;
     INSERT INTO tombstones(label) VALUES (old.label);
 END;
-CREATE TRIGGER points_text_changed AFTER UPDATE OF text ON points BEGIN
-    INSERT INTO lexical(lexical, rowid, text)
-        SELECT 'delete', old.label, old.text WHERE old.text IS NOT NULL;
-    INSERT INTO lexical(rowid, text) SELECT new.label, new.text WHERE new.text IS NOT NULL;
+"""
+
+#: Version 2 kept an FTS5 table, filled by triggers, which version 3 replaced by the tantivy index.
+_MIGRATE_2_TO_3 = """
+DROP TRIGGER IF EXISTS points_inserted;
+DROP TRIGGER IF EXISTS points_text_changed;
+DROP TRIGGER IF EXISTS points_deleted;
+DROP TABLE IF EXISTS lexical;
+CREATE TRIGGER points_deleted AFTER DELETE ON points BEGIN
+    DELETE FROM fields WHERE label = old.label;
+    INSERT INTO tombstones(label) VALUES (old.label);
 END;
+UPDATE meta SET value = '3' WHERE key = 'version';
 """
 
 
@@ -145,30 +156,6 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nd
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-part_scores, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
-
-
-_TERM = re.compile(r"[^\W_]+")
-
-
-def lexical_query(text: str) -> str | None:
-    """An FTS5 MATCH expression for free text: its words, each quoted, ORed; ``None`` if none.
-
-    Every word is a quoted string, so nothing a user types (``AND``, ``NEAR(``, ``*``, ``"``,
-    ``:``, NUL) is read as FTS5 syntax; FTS5 then applies the index's own tokenizer (unicode61
-    with Porter stemming) to each. Repeated words are kept once.
-    """
-    return _match_expression(list(_query_words(text)))
-
-
-def _query_words(text: str) -> dict[str, None]:
-    """The distinct lowercased words of a query, in order."""
-    return dict.fromkeys(term.lower() for term in _TERM.findall(text))
-
-
-def _match_expression(words: Sequence[str]) -> str | None:
-    if not words:
-        return None
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
 def stored_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -385,6 +372,10 @@ class LocalStore(VectorStore, abc.ABC):
         self._tombstones_covered = 0
         self._count = 0
         self._snapshot: dict[str, Any] | None = None
+        # The lexical index covers the same way, by its own marks.
+        self._lexical: LexicalIndex | None = None
+        self._lexical_labels = 0
+        self._lexical_tombstones = 0
         try:
             self._open(spec, metric)
         except BaseException:
@@ -446,16 +437,6 @@ class LocalStore(VectorStore, abc.ABC):
             if self._closed:
                 raise StoreError("the store is closed")
             connection = _connect(self._database, read_only=True)
-            # The index's term statistics (per stem: rows holding it), for lexical_search; a
-            # temp table, so a read-only connection can make it (before query_only).
-            try:
-                connection.execute(
-                    "CREATE VIRTUAL TABLE temp.lexical_terms USING fts5vocab(main, lexical, 'row')"
-                )
-                self._readers.term_rows = {}
-            except sqlite3.Error:
-                self._readers.term_rows = None
-            self._readers.terms_version = None
             connection.execute("PRAGMA query_only = 1")
             self._readers.connection = connection
             with self._connections_lock:
@@ -528,6 +509,10 @@ class LocalStore(VectorStore, abc.ABC):
             )
         if int(meta.get("version", 0)) > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer sbert-retrieval; upgrade it")
+        if int(meta.get("version", 0)) == 2 and self._writer is not None:
+            with self._transaction() as connection:
+                for statement in _statements(_MIGRATE_2_TO_3):
+                    connection.execute(statement)
         try:
             self.spec = EmbeddingSpec.from_dict(meta["spec"])
             self.metric = str(meta["metric"])
@@ -538,8 +523,115 @@ class LocalStore(VectorStore, abc.ABC):
             ) from exc
         check_spec(self.spec, spec, f"index {self.path}")
         self._load_index(meta)
+        self._open_lexical(meta)
         if not self.read_only:
             self._remove_stray_snapshots()
+
+    def _open_lexical(self, meta: Mapping[str, Any]) -> None:
+        """Open the lexical index the database names (rebuilding it when unusable), or, in a
+        reader of a store without a usable one, derive one in memory; then catch it up."""
+        entry = meta.get("lexical")
+        directory = self.path / LEXICAL_DIRECTORY
+        recorded = isinstance(entry, Mapping) and entry.get("analyzer") == ANALYZER
+        index: LexicalIndex | None = None
+        labels = tombstones = 0
+        if recorded:
+            assert isinstance(entry, Mapping)
+            try:
+                index = LexicalIndex(directory, writable=not self.read_only)
+                labels, tombstones = int(entry["labels"]), int(entry["tombstones"])
+            except (ValueError, OSError, KeyError, TypeError) as exc:
+                logger.warning(
+                    "%s: the lexical index is unusable (%s); %s",
+                    self.path,
+                    exc,
+                    "deriving one in memory" if self.read_only else "rebuilding it",
+                )
+                index = None
+        if index is None:
+            index = (
+                LexicalIndex(None, writable=True)
+                if self.read_only
+                else LexicalIndex.rebuilt(directory)
+            )
+            labels = tombstones = 0
+        self._lexical = index
+        self._lexical_labels, self._lexical_tombstones = labels, tombstones
+        self._sync_lexical()
+        if self._writer is not None:
+            # Named at once, so readers opening now search it rather than derive their own.
+            with self._transaction() as connection:
+                self._record_lexical(connection)
+
+    def _sync_lexical(self) -> None:
+        """Bring the lexical index up to the database's last commit: the writer's (or a
+        reader's in-memory) index adds the points past its mark and drops the deletions logged
+        after it; a reader of the writer's on-disk index sees its last commit.
+
+        A failure to write the index is logged, not raised: the write it follows is committed,
+        and the next write (or open) catches up from the same mark.
+        """
+        index = self._lexical
+        if index is None:
+            return
+        if self.read_only and index.directory is not None:
+            index.reload()
+            return
+        with self._write_lock:
+            try:
+                self._catch_up_lexical(index)
+            except (OSError, ValueError, RuntimeError) as exc:
+                logger.warning(
+                    "%s: the lexical index is behind the database (%s); the next write retries",
+                    self.path,
+                    exc,
+                )
+
+    def _catch_up_lexical(self, index: LexicalIndex) -> None:
+        with self._read_transaction() as connection:
+            pruned = int(self._meta(connection).get("pruned_through", 0))
+            if self._lexical_tombstones < pruned and self._lexical_labels:
+                # Deletions it has not seen were pruned: derive it again from the points.
+                index = (
+                    LexicalIndex(None, writable=True)
+                    if index.directory is None
+                    else LexicalIndex.rebuilt(index.directory)
+                )
+                self._lexical = index
+                self._lexical_labels = self._lexical_tombstones = 0
+            dead, labels, tombstones = self._pending(
+                connection, self._lexical_labels, self._lexical_tombstones
+            )
+            cursor = connection.execute(
+                "SELECT label, text FROM points WHERE label > ? AND text IS NOT NULL"
+                " ORDER BY label",
+                (self._lexical_labels,),
+            )
+            after = self._lexical_labels
+            while True:
+                rows = cursor.fetchmany(_LEXICAL_STEP)
+                if rows or dead or after < labels:
+                    index.apply(rows, dead, after)
+                dead = []
+                if len(rows) < _LEXICAL_STEP:
+                    break
+                after = int(rows[-1][0])
+                self._lexical_labels = after
+        self._lexical_labels, self._lexical_tombstones = labels, tombstones
+
+    def _record_lexical(self, connection: sqlite3.Connection) -> None:
+        """Name the writer's lexical index and its marks in the database (in a write's
+        transaction: the marks are those of the index's last commit, never ahead of it)."""
+        if self._lexical is None or self._lexical.directory is None or self.read_only:
+            return
+        entry = {
+            "analyzer": ANALYZER,
+            "labels": self._lexical_labels,
+            "tombstones": self._lexical_tombstones,
+        }
+        connection.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('lexical', ?)", (json.dumps(entry),)
+        )
 
     def _corrupted(self, exc: BaseException) -> StoreCorruptedError:
         return StoreCorruptedError(
@@ -623,21 +715,9 @@ class LocalStore(VectorStore, abc.ABC):
                     stale = True
                 else:
                     stale = False
-                    dead = [
-                        int(label)
-                        for (label,) in connection.execute(
-                            "SELECT label FROM tombstones WHERE rowid > ? AND label <= ?",
-                            (self._tombstones_covered, self._labels_covered),
-                        )
-                    ]
-                    row = connection.execute(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'tombstones'"
-                    ).fetchone()
-                    tombstones = max(int(row[0]) if row else 0, self._tombstones_covered)
-                    row = connection.execute(
-                        "SELECT seq FROM sqlite_sequence WHERE name = 'points'"
-                    ).fetchone()
-                    labels = max(int(row[0]) if row else 0, self._labels_covered)
+                    dead, labels, tombstones = self._pending(
+                        connection, self._labels_covered, self._tombstones_covered
+                    )
                     if dead:
                         with self._lock.write():
                             self._index_delete(dead)
@@ -653,6 +733,25 @@ class LocalStore(VectorStore, abc.ABC):
             if stale:
                 self._labels_covered = self._tombstones_covered = self._count = 0
                 self._load_index(self._meta(self._reader()))
+            elif self.read_only:
+                self._sync_lexical()
+
+    @classmethod
+    def _pending(
+        cls, connection: sqlite3.Connection, labels: int, tombstones: int
+    ) -> tuple[list[int], int, int]:
+        """What an index at marks ``(labels, tombstones)`` lacks: the labels it holds that were
+        deleted since, and the database's marks (never below the index's)."""
+        dead = [
+            int(label)
+            for (label,) in connection.execute(
+                "SELECT label FROM tombstones WHERE rowid > ? AND label <= ?",
+                (tombstones, labels),
+            )
+        ]
+        row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'points'").fetchone()
+        last_label = max(int(row[0]) if row else 0, labels)
+        return dead, last_label, max(cls._last_tombstone(connection), tombstones)
 
     def _add_rows(self, rows: Sequence[tuple[int, bytes]]) -> None:
         labels, vectors = _decode_rows(rows, self.dimension)
@@ -699,14 +798,16 @@ class LocalStore(VectorStore, abc.ABC):
 
     def _existing(
         self, connection: sqlite3.Connection, ids: Sequence[str]
-    ) -> dict[str, tuple[int, bytes]]:
-        found: dict[str, tuple[int, bytes]] = {}
+    ) -> dict[str, tuple[int, bytes, str | None]]:
+        """``id -> (label, vector blob, text)`` of the stored points among ``ids``."""
+        found: dict[str, tuple[int, bytes, str | None]] = {}
         for part in _chunks(ids):
-            for point_id, label, vector in connection.execute(
-                f"SELECT id, label, vector FROM points WHERE id IN ({_placeholders(len(part))})",
+            for point_id, label, vector, text in connection.execute(
+                "SELECT id, label, vector, text FROM points"
+                f" WHERE id IN ({_placeholders(len(part))})",
                 tuple(part),
             ):
-                found[point_id] = (int(label), vector)
+                found[point_id] = (int(label), vector, text)
         return found
 
     @staticmethod
@@ -727,23 +828,31 @@ class LocalStore(VectorStore, abc.ABC):
 
         Every record is checked first (:func:`~sbert_retrieval.stores.base.validate_records`):
         a bad one is refused with its id and reason and nothing of the batch is written. A
-        record whose vector is unchanged has only its payload rewritten.
+        record whose vector and text are unchanged has only its payload rewritten.
 
         Thread safety: one writing thread at a time (others wait); searches go on.
         """
         self._check_writable()
         valid = validate_records(records, self.dimension)
-        if not valid:
-            return
+        if valid:
+            self._write(valid)
+
+    def _write(self, valid: Sequence[ValidRecord]) -> None:
+        """Upsert checked records (one transaction), then the in-memory and lexical indexes."""
         with self._write_lock:
             new: list[ValidRecord] = []
             replaced: list[int] = []
             with self._lock.write(), self._transaction() as connection:
+                self._record_lexical(connection)
                 existing = self._existing(connection, [r.id for r in valid])
                 kept: list[tuple[int, ValidRecord]] = []
                 for record in valid:
                     old = existing.get(record.id)
-                    if old is not None and old[1] == record.vector.tobytes():
+                    if (
+                        old is not None
+                        and old[1] == record.vector.tobytes()
+                        and old[2] == _split_text(record)[1]
+                    ):
                         kept.append((old[0], record))
                         continue
                     if old is not None:
@@ -792,6 +901,7 @@ class LocalStore(VectorStore, abc.ABC):
                         self._index_add(part, vectors[start : start + _GRAPH_STEP])
                         self._count += len(part)
                         self._labels_covered = int(part[-1])
+            self._sync_lexical()
 
     @staticmethod
     def _last_tombstone(connection: sqlite3.Connection) -> int:
@@ -803,15 +913,14 @@ class LocalStore(VectorStore, abc.ABC):
     def _rewrite_payloads(
         self, connection: sqlite3.Connection, rows: Sequence[tuple[int, ValidRecord]]
     ) -> None:
+        """New payloads for points whose vector and text stay (so their label does)."""
         if not rows:
             return
         updates = []
         for label, record in rows:
-            payload_json, text = _split_text(record)
-            updates.append((record.payload["doc_id"], payload_json, text, label))
-        connection.executemany(
-            "UPDATE points SET doc_id = ?, payload = ?, text = ? WHERE label = ?", updates
-        )
+            payload_json, _ = _split_text(record)
+            updates.append((record.payload["doc_id"], payload_json, label))
+        connection.executemany("UPDATE points SET doc_id = ?, payload = ? WHERE label = ?", updates)
         connection.executemany(
             "DELETE FROM fields WHERE label = ?", [(label,) for label, _ in rows]
         )
@@ -832,15 +941,23 @@ class LocalStore(VectorStore, abc.ABC):
         checked = {point_id: validate_payload(point_id, p) for point_id, p in payloads.items()}
         if not checked:
             return 0
-        with self._write_lock, self._lock.write(), self._transaction() as connection:
-            existing = self._existing(connection, list(checked))
-            rows = [
-                (existing[point_id][0], ValidRecord(point_id, np.empty(0), *checked[point_id]))
+        with self._write_lock:
+            # The writer's own view: no other writer can change it in between.
+            assert self._writer is not None
+            existing = self._existing(self._writer, list(checked))
+            # Through upsert's path with the stored vectors: a changed text gets a new label.
+            valid = [
+                ValidRecord(
+                    point_id,
+                    np.frombuffer(existing[point_id][1], dtype=np.float32),
+                    *checked[point_id],
+                )
                 for point_id in checked
                 if point_id in existing
             ]
-            self._rewrite_payloads(connection, rows)
-        return len(rows)
+            if valid:
+                self._write(valid)
+        return len(valid)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete points by id in one transaction; unknown ids are ignored. Returns the count.
@@ -851,13 +968,16 @@ class LocalStore(VectorStore, abc.ABC):
         unique = list(dict.fromkeys(ids))
         if not unique:
             return 0
-        with self._write_lock, self._lock.write(), self._transaction() as connection:
-            labels = [label for label, _ in self._existing(connection, unique).values()]
-            connection.executemany("DELETE FROM points WHERE label = ?", [(x,) for x in labels])
-            if labels:
-                self._index_delete(labels)
-                self._count -= len(labels)
-            self._tombstones_covered = self._last_tombstone(connection)
+        with self._write_lock:
+            with self._lock.write(), self._transaction() as connection:
+                self._record_lexical(connection)
+                labels = [label for label, _, _ in self._existing(connection, unique).values()]
+                connection.executemany("DELETE FROM points WHERE label = ?", [(x,) for x in labels])
+                if labels:
+                    self._index_delete(labels)
+                    self._count -= len(labels)
+                self._tombstones_covered = self._last_tombstone(connection)
+            self._sync_lexical()
         return len(labels)
 
     # -- reads --------------------------------------------------------------------------------
@@ -986,10 +1106,12 @@ class LocalStore(VectorStore, abc.ABC):
     def lexical_search(
         self, queries: Sequence[str], k: int, *, filter: FilterLike | None = None
     ) -> list[list[ScoredRecord]]:
-        """BM25 top-``k`` over the payloads' ``text`` by SQLite FTS5 (Porter-stemmed unicode61).
+        """BM25 top-``k`` over the payloads' ``text`` (tantivy; see
+        :mod:`~sbert_retrieval.stores.lexical_index` for the formula and the analysis).
 
         Scores are BM25 with k1 = 1.2, b = 0.75 (higher is better). A query is read as plain
-        words (see :func:`lexical_query`): any text is accepted, none is syntax.
+        words: any text is accepted, none is syntax. A filter restricts the hits, not the
+        statistics: the result is the unfiltered ranking cut to the matching points.
 
         Thread safety: shared.
         """
@@ -997,96 +1119,20 @@ class LocalStore(VectorStore, abc.ABC):
         parsed = parse_filter(filter)
         if self._closed:
             raise StoreError("the store is closed")
+        self._refresh_if_changed()
+        index = self._lexical
+        assert index is not None
         results: list[list[ScoredRecord]] = []
         with self._read_transaction() as connection:
+            allowed = None if parsed is None else self._allowed(connection, parsed)
             for query in texts:
-                words = list(_query_words(query))
-                informative = self._informative_words(connection, words)
-                match = _match_expression(informative)
-                found = [] if match is None else self._bm25(connection, match, k, parsed)
-                if len(found) < k and len(informative) < len(words):
-                    # Fewer than k rows hold an informative word: the rest of the top k are
-                    # rows with only the common words (scores near 1e-6), as FTS5 ranks them.
-                    found = self._bm25(connection, str(_match_expression(words)), k, parsed)
-                results.append(found)
+                labels, scores = index.search(query, int(k), allowed)
+                results += self._hits(
+                    connection,
+                    np.array([labels], dtype=np.int64),
+                    np.array([scores], dtype=np.float64),
+                )
         return results
-
-    def _bm25(
-        self, connection: sqlite3.Connection, match: str, k: int, parsed: Filter | None
-    ) -> list[ScoredRecord]:
-        """Top-``k`` rows for an FTS5 MATCH expression, with the filter inside the query."""
-        if parsed is None:
-            # The full-text index alone ranks; only the k winners' rows are read.
-            ranked = connection.execute(
-                "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ?"
-                " ORDER BY bm25(lexical) LIMIT ?",
-                (match, int(k)),
-            ).fetchall()
-            labels = np.array([[label for label, _ in ranked]], dtype=np.int64)
-            scores = np.array([[score for _, score in ranked]], dtype=np.float64)
-            return self._hits(connection, labels, scores)[0]
-        select = compile_label_select(parsed)
-        if select is not None:
-            # Matches are checked against the filter's labels (from the fields index alone);
-            # only rows that pass are scored and read. The unary + keeps SQLite from handing
-            # the IN list to FTS5 as rowid lookups (one full-text query per label: 1 s).
-            statement, parameters = select
-            query = (
-                "SELECT p.id, p.payload, p.text, -bm25(lexical) FROM lexical"
-                " JOIN points p ON p.label = lexical.rowid"
-                f" WHERE lexical MATCH ? AND +lexical.rowid IN ({statement})"
-                " ORDER BY bm25(lexical) LIMIT ?"
-            )
-        else:
-            expression, parameters = compile_sql(parsed)
-            query = (
-                "SELECT p.id, p.payload, p.text, -bm25(lexical) FROM lexical"
-                " JOIN points p ON p.label = lexical.rowid"
-                f" WHERE lexical MATCH ? AND ({expression}) ORDER BY bm25(lexical) LIMIT ?"
-            )
-        found = connection.execute(query, (match, *parameters, int(k))).fetchall()
-        return [ScoredRecord(pid, float(score), _payload(p, t)) for pid, p, t, score in found]
-
-    def _informative_words(self, connection: sqlite3.Connection, words: list[str]) -> list[str]:
-        """The query's words less those in at least half the chunks, which score nothing.
-
-        FTS5's BM25 clamps an IDF at or below zero (a term in half the rows or more) to 1e-6,
-        so such a word adds at most 2.2e-6 to any score, yet FTS5 scores every row it matches:
-        "the" alone matched 90% of 100,000 chunks and cost most of a query's 90 ms. A word is
-        left out when its stem's row count (FTS5's own, from an ``fts5vocab`` table; cached per
-        reader until the database changes) is at least half of an upper bound on the rows.
-        Words whose stem is not found keep their place, and a query of nothing but such words
-        is run as it is; when fewer than ``k`` rows hold a kept word, :meth:`lexical_search`
-        runs the whole query, so the results are FTS5's to within 2.2e-6 per score.
-        """
-        counts: dict[str, int] | None = self._readers.term_rows
-        if counts is None or len(words) < 2:
-            return words
-        version = int(connection.execute("PRAGMA data_version").fetchone()[0])
-        if version != self._readers.terms_version:
-            counts.clear()
-            row = connection.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'points'"
-            ).fetchone()
-            # Labels are never reused, so the last one bounds the rows from above.
-            self._readers.rows_bound = int(row[0]) if row else 0
-            self._readers.terms_version = version
-        bound: int = self._readers.rows_bound
-        kept = []
-        for word in words:
-            stems = analyze(word)
-            if len(stems) != 1:
-                kept.append(word)
-                continue
-            stem = stems[0]
-            if stem not in counts:
-                found = connection.execute(
-                    "SELECT doc FROM temp.lexical_terms WHERE term = ?", (stem,)
-                ).fetchone()
-                counts[stem] = int(found[0]) if found else -1
-            if 2 * counts[stem] < bound or counts[stem] < 0:
-                kept.append(word)
-        return kept or words
 
     def _stored_vectors(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, vectors)`` read from the database (this thread's read transaction), for
@@ -1170,18 +1216,19 @@ class LocalStore(VectorStore, abc.ABC):
                     "tombstones": self._tombstones_covered,
                     "count": self._count,
                 }
+                # Deletions both the snapshot and the lexical index hold are no longer needed;
+                # readers behind them rebuild.
+                pruned = min(self._tombstones_covered, self._lexical_tombstones)
                 with self._transaction() as connection:
+                    self._record_lexical(connection)
                     connection.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('snapshot', ?)",
                         (json.dumps(entry),),
                     )
-                    # Deletions the snapshot covers are in it; readers behind it reload.
-                    connection.execute(
-                        "DELETE FROM tombstones WHERE rowid <= ?", (self._tombstones_covered,)
-                    )
+                    connection.execute("DELETE FROM tombstones WHERE rowid <= ?", (pruned,))
                     connection.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned_through', ?)",
-                        (json.dumps(self._tombstones_covered),),
+                        (json.dumps(pruned),),
                     )
             except (OSError, RuntimeError, ValueError, sqlite3.DatabaseError) as exc:
                 # Whatever part of snapshot N was written (before or after its rename) goes.
@@ -1215,11 +1262,17 @@ class LocalStore(VectorStore, abc.ABC):
                     int(snapshot["tombstones"]),
                 ):
                     self._write_snapshot()
+                with self._write_lock:
+                    if self._lexical is not None and self._writer is not None:
+                        with self._transaction() as connection:
+                            self._record_lexical(connection)
+                        self._lexical.close()
         finally:
             self._closed = True
             self._release()
 
     def _release(self) -> None:
+        self._lexical = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
         if self._writer is not None:

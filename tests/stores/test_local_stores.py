@@ -83,7 +83,7 @@ def test_close_writes_one_snapshot_and_removes_the_previous(tmp_path: Path) -> N
     with HnswStore(tmp_path, SPEC) as store:
         store.upsert(make_records(unit_vectors(10, seed=1), offset=10))
     names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("store.sqlite3-"))
-    assert names == ["LOCK", "graph-2.codes.npy", "graph-2.hnsw", "store.sqlite3"]
+    assert names == ["LOCK", "graph-2.codes.npy", "graph-2.hnsw", "lexical", "store.sqlite3"]
 
 
 def test_flush_is_a_commit_not_a_rewrite(tmp_path: Path) -> None:

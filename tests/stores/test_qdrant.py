@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import socket
 import threading
 import time
@@ -45,6 +44,7 @@ from sbert_retrieval.stores.qdrant import (
     retry_after_seconds,
     to_qdrant_filter,
 )
+from tests.bm25_reference import reference_bm25
 from tests.stores.contract import OpenStore, StoreContract
 
 DIM = 8
@@ -981,25 +981,6 @@ def text_records(texts: list[str] = CORPUS, seed: int = 3) -> list[Record]:
         seed=seed,
         payload=lambda i: {"doc_id": f"d{i}", "text": texts[i], "metadata": {"group": i % 2}},
     )
-
-
-def reference_bm25(
-    texts: list[str], query: str, k1: float = 1.2, b: float = 0.75
-) -> dict[int, float]:
-    """BM25 by its formula (Lucene's IDF, Qdrant's Modifier.IDF); positive scores only."""
-    docs = [analyze(text) for text in texts]
-    n_docs = len(docs)
-    avgdl = sum(len(d) for d in docs) / n_docs
-    scores: dict[int, float] = {}
-    for term in set(analyze(query)):
-        df = sum(term in d for d in docs)
-        idf = math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
-        for i, doc in enumerate(docs):
-            tf = doc.count(term)
-            if tf:
-                norm = tf + k1 * (1 - b + b * len(doc) / avgdl)
-                scores[i] = scores.get(i, 0.0) + idf * tf * (k1 + 1) / norm
-    return scores
 
 
 @pytest.mark.parametrize("params", [BM25Params(), BM25Params(k1=0.9, b=0.4)], ids=str)

@@ -6,7 +6,8 @@ mode on disk) drives upserts of new and existing ids, batches with a repeated id
 reopens, and refused upserts (a bad payload), checking the store against the model
 ``{id: (vector, payload)}`` after every step: count, get, get_payloads, ids_by_document, and
 search (no repeated ids; the exact brute-force top-k, compared by scores so ties cannot
-matter), unfiltered and filtered.
+matter), unfiltered and filtered, and lexical search (exactly the points whose text holds a
+word, each once).
 
 Ids come from a pool of 12, so the same ids are re-upserted and deleted often: the sequences
 that leave hnswlib "ghost" nodes (a re-upsert landing in a deleted slot while the old node
@@ -275,6 +276,24 @@ class StoreMachine(RuleBasedStateMachine):
         self._check_search(query, 5, None)
         self._check_search(query, len(POOL), None)
         self._check_search(query, 4, {"lang": "de"})
+        self._check_lexical(LANGS[self.steps % len(LANGS)], None)
+        self._check_lexical(str(self.steps % 6), {"lang": "de"})
+
+    def _check_lexical(self, word: str, flt: dict[str, Any] | None) -> None:
+        """Lexical hits are exactly the model's points whose text holds ``word`` (each once,
+        with its payload): a text change, delete or reopen the index missed shows up here."""
+        [row] = self.store.lexical_search([word], len(POOL), filter=flt)
+        parsed = parse_filter(flt)
+        want = {
+            pid
+            for pid, (_, payload) in self.model.items()
+            if word in payload["text"].split() and (parsed is None or parsed.matches(payload))
+        }
+        ids = [hit.id for hit in row]
+        assert len(ids) == len(set(ids)), f"lexical search returned an id twice: {ids}"
+        assert set(ids) == want, (word, flt, set(ids) ^ want)
+        for hit in row:
+            assert dict(hit.payload) == self.model[hit.id][1], hit
 
 
 class HnswMachine(StoreMachine):
