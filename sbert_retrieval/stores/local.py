@@ -56,14 +56,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sbert_retrieval.errors import StoreCorruptedError, StoreError
+from sbert_retrieval.fusion import DEFAULT_RRF_K, fuse
 from sbert_retrieval.lexical import ANALYZER
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores._locking import ReadWriteLock, WriterLockFile
 from sbert_retrieval.stores.base import (
+    FusedRecord,
     Record,
     ScoredRecord,
     ValidRecord,
     VectorStore,
+    check_hybrid_args,
     check_lexical_args,
     check_spec,
     validate_payload,
@@ -1043,18 +1046,25 @@ class LocalStore(VectorStore, abc.ABC):
         self._refresh_if_changed()
         return self._count
 
-    def _hits(
-        self, connection: sqlite3.Connection, labels: np.ndarray, scores: np.ndarray
-    ) -> list[list[ScoredRecord]]:
-        wanted = sorted({int(label) for label in labels.ravel()})
+    @staticmethod
+    def _point_rows(
+        connection: sqlite3.Connection, labels: Iterable[int]
+    ) -> dict[int, tuple[str, str, str | None]]:
+        """``label -> (id, payload JSON, text)`` of the stored points among ``labels``."""
         rows: dict[int, tuple[str, str, str | None]] = {}
-        for part in _chunks(wanted):
+        for part in _chunks(sorted({int(label) for label in labels})):
             for label, point_id, payload, text in connection.execute(
                 "SELECT label, id, payload, text FROM points"
                 f" WHERE label IN ({_placeholders(len(part))})",
                 tuple(part),
             ):
                 rows[int(label)] = (point_id, payload, text)
+        return rows
+
+    def _hits(
+        self, connection: sqlite3.Connection, labels: np.ndarray, scores: np.ndarray
+    ) -> list[list[ScoredRecord]]:
+        rows = self._point_rows(connection, labels.ravel().tolist())
         # A point deleted by another process since this reader caught up is left out.
         return [
             [
@@ -1131,6 +1141,66 @@ class LocalStore(VectorStore, abc.ABC):
                     connection,
                     np.array([labels], dtype=np.int64),
                     np.array([scores], dtype=np.float64),
+                )
+        return results
+
+    def hybrid_search(
+        self,
+        vectors: np.ndarray,
+        queries: Sequence[str],
+        k: int,
+        *,
+        filter: FilterLike | None = None,
+        candidates: int | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[list[FusedRecord]]:
+        """See :meth:`VectorStore.hybrid_search`: the same branches and fusion, fused on labels
+        inside one read, so that only the ``k`` winners' rows are read and decoded (not both
+        branches' ``candidates``: at 100 each, most of a query's time).
+
+        Thread safety: shared.
+        """
+        array, texts, depth = check_hybrid_args(
+            vectors, queries, k, self.dimension, candidates=candidates, rrf_k=rrf_k
+        )
+        parsed = parse_filter(filter)
+        if self._closed:
+            raise StoreError("the store is closed")
+        compared = self._compared(array)
+        self._refresh_if_changed()
+        index = self._lexical
+        assert index is not None
+        results: list[list[FusedRecord]] = []
+        with self._lock.read(), self._read_transaction() as connection:
+            allowed = None if parsed is None else self._allowed(connection, parsed)
+            available = self._count if allowed is None else len(allowed)
+            if available > 0:
+                dense_labels, dense_scores = self._search_vectors(
+                    compared, min(depth, available), allowed
+                )
+            for q, text in enumerate(texts):
+                dense = (
+                    list(zip(dense_labels[q].tolist(), dense_scores[q].tolist(), strict=True))
+                    if available > 0
+                    else []
+                )
+                labels, scores = index.search(text, depth, allowed)
+                fused = fuse(dense, list(zip(labels, scores, strict=True)), rrf_k=rrf_k)[:k]
+                rows = self._point_rows(connection, (item.key for item in fused))
+                results.append(
+                    [
+                        FusedRecord(
+                            rows[item.key][0],
+                            item.score,
+                            _payload(rows[item.key][1], rows[item.key][2]),
+                            dense_score=item.scores[0],
+                            dense_rank=item.ranks[0],
+                            lexical_score=item.scores[1],
+                            lexical_rank=item.ranks[1],
+                        )
+                        for item in fused
+                        if item.key in rows
+                    ]
                 )
         return results
 

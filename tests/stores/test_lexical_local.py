@@ -3,6 +3,7 @@ through writes, reopenings, crashes between the database and the index, and old 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -13,6 +14,7 @@ import pytest
 
 from sbert_retrieval.stores import ExactStore, HnswStore, Record
 from sbert_retrieval.stores import lexical_index as lexical_index_module
+from sbert_retrieval.stores.base import VectorStore
 from sbert_retrieval.stores.lexical_index import LEXICAL_DIRECTORY
 from sbert_retrieval.stores.local import DATABASE, LocalStore
 from tests.bm25_reference import reference_bm25
@@ -228,3 +230,24 @@ def test_a_query_of_hostile_text_is_answered(tmp_path: Path) -> None:
             assert isinstance(store.lexical_search([query], 5)[0], list)
         assert np.isfinite([h.score for h in store.lexical_search(["cat\x00dog"], 5)[0]]).all()
         assert store.lexical_search(["cat\x00dog"], 5)[0]
+
+
+@pytest.mark.parametrize("kind", [HnswStore, ExactStore])
+def test_hybrid_fused_on_labels_equals_the_contract_default(
+    tmp_path: Path, kind: type[LocalStore]
+) -> None:
+    """The local stores fuse on labels and read only the winners' rows; the result is what the
+    contract's default (both branches' records, then fuse_records) gives: ids, fused scores,
+    and each branch's score and rank."""
+    with kind(tmp_path, SPEC) as store:
+        store.upsert(records(TEXTS * 3))
+        vectors = unit_vectors(len(QUERIES), seed=91)
+        for flt, k, depth in ((None, 5, 10), ({"odd": True}, 3, 20), ({"odd": False}, 10, 10)):
+            got = store.hybrid_search(vectors, QUERIES, k, filter=flt, candidates=depth)
+            want = VectorStore.hybrid_search(
+                store, vectors, QUERIES, k, filter=flt, candidates=depth
+            )
+            assert [[dataclasses.astuple(r) for r in row] for row in got] == [
+                [dataclasses.astuple(r) for r in row] for row in want
+            ]
+            assert all(len(row) == k for row in got)
