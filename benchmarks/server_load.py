@@ -103,6 +103,8 @@ def start_server(args: argparse.Namespace, api_key: str, log: Path) -> tuple[Any
     ]  # fmt: skip
     if args.torch_threads:
         command += ["--torch-threads", str(args.torch_threads)]
+    if args.dtype:
+        command += ["--dtype", args.dtype]
     handle = log.open("wb")
     process = subprocess.Popen(
         command,
@@ -206,6 +208,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="most queries per forward")
     parser.add_argument(
         "--torch-threads", type=int, default=None, help="service's torch CPU threads"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="service's compute dtype (default: the service's auto)"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")

@@ -66,7 +66,8 @@ class CrossEncoderReranker:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.path = resolve_model_path(model)
         self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        # Reranking stays float32 on CPU by default: bfloat16 scores are not measured yet.
+        self.dtype = _resolve_dtype(dtype, self.device, cpu_bf16=False)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
         self.model: Any = AutoModelForSequenceClassification.from_pretrained(
             str(self.path), dtype=self.dtype

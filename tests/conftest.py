@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV
 from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
+
+# "auto" precision depends on the CPU (bfloat16 where it is native): the suite pins float32 so
+# its numbers are the same on every machine (subprocesses inherit it). Tests of the choice
+# itself set the variable themselves.
+os.environ[CPU_BF16_ENV] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOKENIZER_FILES = (

@@ -26,7 +26,11 @@ from sbert_retrieval.models import (
     resolve_model_path,
 )
 
-__all__ = ["DTYPES", "BiEncoder", "TokenizedBatch"]
+__all__ = ["CPU_BF16_ENV", "DTYPES", "BiEncoder", "TokenizedBatch", "cpu_native_bf16"]
+
+#: ``0`` or ``1`` overrides :func:`cpu_native_bf16` (the test suite pins ``0``, so that its
+#: numbers do not depend on the machine; a user can force either choice).
+CPU_BF16_ENV = "SBERT_RETRIEVAL_CPU_BF16"
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -60,9 +64,33 @@ def _resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), as torch's CPU
+    feature probe reports it; :data:`CPU_BF16_ENV` (``0``/``1``) overrides the probe.
+
+    Measured with all-MiniLM-L6-v2 on a 2-core AMD EPYC with AVX512-BF16: bfloat16 encodes
+    2.6× faster than float32 (min cosine to float32 0.99992); on AVX2-only CPUs it runs ~7×
+    slower (emulated), hence the check.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    probe: Any = torch.cpu
+    try:
+        return bool(probe._is_avx512_bf16_supported() or probe._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probe: assume not
+        return False
+
+
+def _resolve_dtype(
+    dtype: str | None, device: torch.device, *, cpu_bf16: bool = True
+) -> torch.dtype:
+    """The compute dtype for ``dtype`` on ``device``. ``auto`` (and ``None``): float16 on CUDA;
+    on CPU bfloat16 where :func:`cpu_native_bf16` (and ``cpu_bf16``) says so, else float32."""
     if dtype in (None, "auto"):
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_bf16 and cpu_native_bf16() else torch.float32
     try:
         return DTYPES[dtype]
     except KeyError:
@@ -82,7 +110,9 @@ class BiEncoder:
             resolved offline to its PyPI package).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (default: CUDA when available).
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"auto"`` (default: float16 on
-            CUDA, float32 on CPU). Outputs are float32 whatever the compute dtype.
+            CUDA; on CPU bfloat16 where the CPU computes it natively, AVX512-BF16 or AMX, else
+            float32: see :func:`cpu_native_bf16`). Outputs are float32 whatever the compute
+            dtype; the choice is :attr:`dtype`, and it is part of the embedding cache's key.
         max_seq_length: Tokens per text including special tokens; longer texts are truncated.
         pooling: One of ``mean``, ``cls``, ``max``, ``mean_sqrt_len``, ``lasttoken``.
         normalize: L2-normalize the outputs.

@@ -51,6 +51,8 @@ class BeirResult:
         reranked: Whether a cross-encoder reordered the top candidates.
         mode: ``dense``, ``lexical`` or ``hybrid``.
         fusion: The hybrid fusion (``rrf`` or ``weighted``); ``None`` outside hybrid mode.
+        precision: The passage encoder's compute dtype (``float32``, ``bfloat16``, ...): what
+            ``dtype="auto"`` chose on this machine.
     """
 
     scores: RetrievalScores
@@ -66,6 +68,7 @@ class BeirResult:
     reranked: bool = False
     mode: str = "dense"
     fusion: str | None = None
+    precision: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +90,7 @@ class BeirResult:
             "reranked": self.reranked,
             "mode": self.mode,
             "fusion": self.fusion,
+            "precision": self.precision,
             "metrics": dict(self.scores.metrics),
             **self.extra,
         }
@@ -228,6 +232,7 @@ def evaluate_beir(
         reranked=reranker is not None,
         mode=mode,
         fusion=fusion if mode == "hybrid" else None,
+        precision=str(encoder.dtype).removeprefix("torch."),
     )
 
 

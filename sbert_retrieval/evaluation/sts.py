@@ -17,12 +17,14 @@ __all__ = ["StsResult", "cosine_scores", "evaluate_sts"]
 
 @dataclass(frozen=True)
 class StsResult:
-    """Spearman and Pearson correlation of cosine similarity with gold scores."""
+    """Spearman and Pearson correlation of cosine similarity with gold scores; ``precision`` is
+    the encoder's compute dtype (what ``dtype="auto"`` chose on this machine)."""
 
     spearman: float
     pearson: float
     pairs: int
     seconds: float
+    precision: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """The CLI's JSON."""
@@ -31,6 +33,7 @@ class StsResult:
             "pearson": self.pearson,
             "pairs": self.pairs,
             "seconds": round(self.seconds, 3),
+            "precision": self.precision,
         }
 
 
@@ -58,4 +61,5 @@ def evaluate_sts(
         pearson=pearson(cosines, pairs.scores),
         pairs=len(pairs),
         seconds=time.perf_counter() - started,
+        precision=str(encoder.dtype).removeprefix("torch."),
     )

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from sbert_retrieval.encoding import BiEncoder
+from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV, _resolve_dtype, cpu_native_bf16
+from sbert_retrieval.reranking import CrossEncoderReranker
 from tests.conftest import build_tiny_model
 
 EDGE_CASES = [
@@ -117,6 +119,33 @@ def test_bfloat16_stays_close_to_float32(tiny_model_dir: Path) -> None:
     assert low.dtype == np.float32
     cosines = np.sum(low * reference, axis=1)
     assert cosines.min() >= 0.995
+
+
+def cpuinfo_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+def test_auto_precision_follows_the_cpu(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv(CPU_BF16_ENV)
+    flags = cpuinfo_flags()
+    if flags:  # the probe agrees with the kernel's view of the CPU
+        assert cpu_native_bf16() == bool({"avx512_bf16", "amx_tile"} & flags)
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert _resolve_dtype("auto", cpu) == _resolve_dtype(None, cpu) == torch.bfloat16
+    assert _resolve_dtype("auto", cpu, cpu_bf16=False) == torch.float32
+    assert _resolve_dtype("float32", cpu) == torch.float32
+    assert _resolve_dtype("auto", cuda) == torch.float16
+    encoder = BiEncoder(tiny_model_dir, device="cpu")
+    assert encoder.dtype == torch.bfloat16
+    assert encoder.encode(["a check"]).dtype == np.float32
+    # The reranker stays float32 under auto (its bfloat16 scores are not measured).
+    assert CrossEncoderReranker(tiny_model_dir, device="cpu").dtype == torch.float32
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert BiEncoder(tiny_model_dir, device="cpu").dtype == torch.float32
 
 
 def test_bad_settings_list_the_valid_choices(tiny_model_dir: Path) -> None:
