@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sbert_retrieval.errors import ModelMismatchError, StoreError
-from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion, fuse
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, Fused, check_fusion, fuse
 from sbert_retrieval.models import EmbeddingSpec
 from sbert_retrieval.stores.filters import FilterLike
 
@@ -86,6 +86,19 @@ class FusedRecord(ScoredRecord):
     lexical_score: float | None = None
     lexical_rank: int | None = None
 
+    @classmethod
+    def of(cls, item: Fused[Any], point_id: str, payload: Mapping[str, Any]) -> FusedRecord:
+        """The record of one fused item (branch 0 dense, branch 1 lexical)."""
+        return cls(
+            point_id,
+            item.score,
+            payload,
+            dense_score=item.scores[0],
+            dense_rank=item.ranks[0],
+            lexical_score=item.scores[1],
+            lexical_rank=item.ranks[1],
+        )
+
 
 def fuse_records(
     dense: Sequence[ScoredRecord],
@@ -121,18 +134,7 @@ def fuse_records(
         rrf_k=rrf_k,
         alpha=alpha,
     )
-    return [
-        FusedRecord(
-            records[item.key].id,
-            item.score,
-            records[item.key].payload,
-            dense_score=item.scores[0],
-            dense_rank=item.ranks[0],
-            lexical_score=item.scores[1],
-            lexical_rank=item.ranks[1],
-        )
-        for item in fused
-    ]
+    return [FusedRecord.of(item, records[item.key].id, records[item.key].payload) for item in fused]
 
 
 def _check_k(k: int, name: str = "k") -> None:

@@ -30,8 +30,7 @@ thread calling :meth:`~LexicalIndex.apply` (searches see the last commit).
 from __future__ import annotations
 
 import shutil
-import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +59,14 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
+def _indexable(terms: Iterable[str]) -> list[str]:
+    """``terms`` less those tantivy cannot hold (see :data:`_MAX_TERM_BYTES`)."""
+    return [term for term in terms if len(term.encode("utf-8")) <= _MAX_TERM_BYTES]
+
+
 def terms(text: str) -> list[str]:
     """The index terms of ``text``, in order, repeats kept."""
-    return [term for term in analyze(text) if len(term.encode("utf-8")) <= _MAX_TERM_BYTES]
+    return _indexable(analyze(text))
 
 
 class LexicalIndex:
@@ -97,14 +101,15 @@ class LexicalIndex:
         self._writer = (
             self._index.writer(heap_size=_WRITER_HEAP_BYTES, num_threads=1) if writable else None
         )
-        self._reload_lock = threading.Lock()
         self._index.reload()
 
     @classmethod
-    def rebuilt(cls, directory: Path) -> LexicalIndex:
-        """A new, empty on-disk index in ``directory`` (whatever was there is removed)."""
-        shutil.rmtree(directory, ignore_errors=True)
-        return cls(directory, writable=True, create=True)
+    def rebuilt(cls, directory: Path | None) -> LexicalIndex:
+        """A new, empty, writable index in ``directory`` (whatever was there is removed), or in
+        memory for ``None``."""
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        return cls(directory, writable=True, create=directory is not None)
 
     def apply(self, added: Sequence[tuple[int, str]], dead: Sequence[int], after: int) -> None:
         """Delete labels ``dead`` and every label past ``after``, add ``added``, commit.
@@ -135,8 +140,7 @@ class LexicalIndex:
 
     def reload(self) -> None:
         """See the last commit (of this process's writer or another's)."""
-        with self._reload_lock:
-            self._index.reload()
+        self._index.reload()
 
     @property
     def documents(self) -> int:
@@ -152,7 +156,7 @@ class LexicalIndex:
         (the whole index's statistics), so a filtered result is the unfiltered ranking cut to
         the allowed labels.
         """
-        words = [t for t in query_terms(text) if len(t.encode("utf-8")) <= _MAX_TERM_BYTES]
+        words = _indexable(query_terms(text))
         if not words or (allowed is not None and len(allowed) == 0):
             return [], []
         query = tantivy.Query

@@ -302,10 +302,16 @@ def _payload(payload_json: str, text: str | None) -> dict[str, Any]:
     return payload
 
 
-def _split_text(record: ValidRecord) -> tuple[str, str | None]:
-    """The payload as stored: JSON without a string ``text``, which has its own (FTS5) column."""
+def _text(record: ValidRecord) -> str | None:
+    """The record's chunk text (its payload's ``text`` when a string), as the text column holds."""
     text = record.payload.get("text")
-    if not isinstance(text, str):
+    return text if isinstance(text, str) else None
+
+
+def _split_text(record: ValidRecord) -> tuple[str, str | None]:
+    """The payload as stored: JSON without a string ``text``, which has its own column."""
+    text = _text(record)
+    if text is None:
         return record.payload_json.decode("utf-8"), None
     rest = {key: value for key, value in record.payload.items() if key != "text"}
     return json.dumps(rest, ensure_ascii=False, separators=(",", ":")), text
@@ -552,11 +558,7 @@ class LocalStore(VectorStore, abc.ABC):
                 )
                 index = None
         if index is None:
-            index = (
-                LexicalIndex(None, writable=True)
-                if self.read_only
-                else LexicalIndex.rebuilt(directory)
-            )
+            index = LexicalIndex.rebuilt(None if self.read_only else directory)
             labels = tombstones = 0
         self._lexical = index
         self._lexical_labels, self._lexical_tombstones = labels, tombstones
@@ -595,11 +597,8 @@ class LocalStore(VectorStore, abc.ABC):
             pruned = int(self._meta(connection).get("pruned_through", 0))
             if self._lexical_tombstones < pruned and self._lexical_labels:
                 # Deletions it has not seen were pruned: derive it again from the points.
-                index = (
-                    LexicalIndex(None, writable=True)
-                    if index.directory is None
-                    else LexicalIndex.rebuilt(index.directory)
-                )
+                index.close()
+                index = LexicalIndex.rebuilt(index.directory)
                 self._lexical = index
                 self._lexical_labels = self._lexical_tombstones = 0
             dead, labels, tombstones = self._pending(
@@ -854,7 +853,7 @@ class LocalStore(VectorStore, abc.ABC):
                     if (
                         old is not None
                         and old[1] == record.vector.tobytes()
-                        and old[2] == _split_text(record)[1]
+                        and old[2] == _text(record)
                     ):
                         kept.append((old[0], record))
                         continue
@@ -1187,15 +1186,7 @@ class LocalStore(VectorStore, abc.ABC):
                 rows = self._point_rows(connection, (item.key for item in fused))
                 results.append(
                     [
-                        FusedRecord(
-                            rows[item.key][0],
-                            item.score,
-                            _payload(rows[item.key][1], rows[item.key][2]),
-                            dense_score=item.scores[0],
-                            dense_rank=item.ranks[0],
-                            lexical_score=item.scores[1],
-                            lexical_rank=item.ranks[1],
-                        )
+                        FusedRecord.of(item, rows[item.key][0], _payload(*rows[item.key][1:]))
                         for item in fused
                         if item.key in rows
                     ]
