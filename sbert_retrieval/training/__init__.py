@@ -18,6 +18,7 @@ from __future__ import annotations
 from sbert_retrieval.training.data import (
     SNLI_LABELS,
     Example,
+    GroupExample,
     PairExample,
     RetrievalData,
     TripletExample,
@@ -84,6 +85,7 @@ __all__ = [
     "CrossEncoderTrainer",
     "Evaluator",
     "Example",
+    "GroupExample",
     "MultipleNegativesRankingLoss",
     "PairExample",
     "RerankingEvaluator",

@@ -42,6 +42,7 @@ __all__ = [
     "ANSWER_SELECTION",
     "SNLI_LABELS",
     "Example",
+    "GroupExample",
     "PairExample",
     "RetrievalData",
     "TripletExample",
@@ -108,7 +109,36 @@ class TripletExample:
             raise TypeError("TripletExample texts must all be str")
 
 
-Example: TypeAlias = PairExample | TripletExample
+@dataclass(frozen=True)
+class GroupExample:
+    """One query with one relevant passage and its negatives (listwise training).
+
+    Attributes:
+        query: The query text.
+        positive: A relevant passage.
+        negatives: Passages that are not relevant, hardest first.
+    """
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        """Check the field types and that there is a negative."""
+        texts = (self.query, self.positive, *self.negatives)
+        if not isinstance(self.negatives, tuple) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("GroupExample needs str query and positive, a tuple of str negatives")
+        if not self.negatives:
+            raise ValueError(f"GroupExample for {self.query[:60]!r} has no negative")
+
+    def pairs(self) -> list[PairExample]:
+        """The group as labelled pairs: the positive (1), then each negative (0)."""
+        return [PairExample(self.query, self.positive, 1)] + [
+            PairExample(self.query, n, 0) for n in self.negatives
+        ]
+
+
+Example: TypeAlias = PairExample | TripletExample | GroupExample
 
 
 @dataclass(frozen=True)
@@ -476,8 +506,11 @@ def examples_fingerprint(examples: Sequence[Example]) -> str:
     """
     digest = hashlib.sha256()
     for example in examples:
+        parts: tuple[str, ...]
         if isinstance(example, PairExample):
             parts = ("P", example.a, example.b, repr(example.label))
+        elif isinstance(example, GroupExample):
+            parts = ("G", example.query, example.positive, *example.negatives)
         else:
             parts = ("T", example.anchor, example.positive, example.negative)
         digest.update("\x1f".join(parts).encode("utf-8", "surrogatepass"))

@@ -35,6 +35,7 @@ __all__ = [
     "BiEncoderLoss",
     "CosineSimilarityLoss",
     "CrossEncoderBCELoss",
+    "CrossEncoderListwiseLoss",
     "CrossEncoderLoss",
     "CrossEncoderMSELoss",
     "MultipleNegativesRankingLoss",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 BI_ENCODER_LOSSES = ("mnrl", "cosine", "softmax", "triplet")
-CROSS_ENCODER_LOSSES = ("bce", "mse")
+CROSS_ENCODER_LOSSES = ("bce", "mse", "listwise")
 
 
 def _check_batch(columns: Sequence[Tensor], expected: int, name: str) -> None:
@@ -373,6 +374,35 @@ class CrossEncoderMSELoss(CrossEncoderLoss):
         return self.forward(logits, labels)
 
 
+class CrossEncoderListwiseLoss(CrossEncoderLoss):
+    """Softmax cross-entropy over each group's scores with the positive as the target.
+
+    The localized contrastive estimation of Gao et al. (2021, "Rethink Training of BERT
+    Rerankers in Multi-Stage Retrieval Pipeline"): each query's positive competes with its
+    negatives (mined from the first stage), so the model learns to order a candidate list
+    rather than to calibrate each pair alone. Takes :class:`GroupExample` batches.
+    """
+
+    name = "listwise"
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``mean(−log softmax(logits)[target])`` over the groups.
+
+        Args:
+            logits: ``(groups, size)`` scores; padding (groups with fewer negatives) is ``-inf``.
+            labels: ``(groups,)`` column of each group's positive.
+
+        Thread safety: pure computation on its inputs.
+        """
+        if logits.ndim != 2:
+            raise ValueError(f"the listwise loss needs (groups, size) logits, got {logits.shape}")
+        return F.cross_entropy(logits.float(), labels.long())
+
+    def compute(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """See :meth:`CrossEncoderLoss.compute`. Thread safety: pure computation."""
+        return self.forward(logits, labels)
+
+
 def make_bi_encoder_loss(
     name: str, *, dimension: int, num_labels: int | None = None, seed: int = 0
 ) -> BiEncoderLoss:
@@ -415,6 +445,8 @@ def make_cross_encoder_loss(name: str, *, pos_weight: float | None = None) -> Cr
         return CrossEncoderBCELoss(pos_weight)
     if name == "mse":
         return CrossEncoderMSELoss()
+    if name == "listwise":
+        return CrossEncoderListwiseLoss()
     raise ValueError(
         f"unknown cross-encoder loss {name!r}; valid: {', '.join(CROSS_ENCODER_LOSSES)}"
     )

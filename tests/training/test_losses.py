@@ -10,6 +10,7 @@ import torch
 from sbert_retrieval.training.losses import (
     CosineSimilarityLoss,
     CrossEncoderBCELoss,
+    CrossEncoderListwiseLoss,
     CrossEncoderMSELoss,
     MultipleNegativesRankingLoss,
     SoftmaxLoss,
@@ -163,7 +164,7 @@ def test_cross_encoder_mse_on_the_sigmoid() -> None:
 def test_shape_and_name_errors_are_actionable() -> None:
     with pytest.raises(ValueError, match="valid: mnrl, cosine, softmax, triplet"):
         make_bi_encoder_loss("contrastive", dimension=4)
-    with pytest.raises(ValueError, match="valid: bce, mse"):
+    with pytest.raises(ValueError, match="valid: bce, mse, listwise"):
         make_cross_encoder_loss("hinge")
     with pytest.raises(ValueError, match="num_labels"):
         make_bi_encoder_loss("softmax", dimension=4)
@@ -174,3 +175,18 @@ def test_shape_and_name_errors_are_actionable() -> None:
     with pytest.raises(ValueError, match="needs labels"):
         CosineSimilarityLoss().compute([torch.zeros(2, 3), torch.zeros(2, 3)], None)
     assert isinstance(make_bi_encoder_loss("softmax", dimension=4, num_labels=3), SoftmaxLoss)
+
+
+def test_cross_encoder_listwise_is_softmax_cross_entropy_per_group() -> None:
+    # group 0: logits (2, 0, 0) → −log(e² / (e² + 2)) = log(1 + 2e⁻²) = 0.23954312
+    # group 1: (0, 0, −inf) padding → −log(1/2) = 0.69314718;  mean = 0.46634515
+    logits = leaf([[2.0, 0.0, 0.0], [0.0, 0.0, float("-inf")]])
+    loss = CrossEncoderListwiseLoss()(logits, torch.tensor([0, 0]))
+    assert loss.item() == pytest.approx(0.46634515, abs=1e-6)
+    loss.backward()
+    assert logits.grad is not None
+    assert logits.grad[0, 0] < 0 < logits.grad[0, 1]  # the positive up, the negatives down
+    assert logits.grad[1, 2] == 0  # padding takes no gradient
+    with pytest.raises(ValueError, match="groups, size"):
+        CrossEncoderListwiseLoss()(leaf([1.0, 2.0]), torch.tensor([0]))
+    assert make_cross_encoder_loss("listwise").name == "listwise"

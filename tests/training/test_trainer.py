@@ -15,6 +15,7 @@ from sbert_retrieval.reranking import CrossEncoderReranker
 from sbert_retrieval.training import (
     BiEncoderTrainer,
     CrossEncoderTrainer,
+    GroupExample,
     PairExample,
     RerankingEvaluator,
     StsEvaluator,
@@ -337,11 +338,22 @@ def test_precision_resolution() -> None:
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert _resolve_precision("auto", cuda) == torch.float16
-    assert _resolve_precision("auto", cpu) is None
+    assert _resolve_precision("auto", cpu) is None  # the suite pins CPU bfloat16 off
     assert _resolve_precision("bf16", cuda) == torch.bfloat16
     assert _resolve_precision("float32", cuda) is None
+    assert _resolve_precision("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="CUDA only"):
-        _resolve_precision("bfloat16", cpu)
+        _resolve_precision("float16", cpu)
+
+
+def test_precision_auto_on_cpu_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV
+    from sbert_retrieval.training.trainer import _resolve_precision
+
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert _resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert _resolve_precision("auto", torch.device("cpu")) is None
 
 
 class ScriptedEvaluator:
@@ -429,3 +441,60 @@ def test_a_trained_cuda_encoder_never_fans_evaluation_out_to_workers(
     assert config is not None and config.devices == ("cuda:1",)
     monkeypatch.setattr(encoder, "_engine_config", config)
     assert encoder.bulk_devices == ["cuda:1"]  # one device: encode stays in this process
+
+
+def test_listwise_cross_encoder_trains_on_groups_and_resumes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    start = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "init", seed=0)
+    groups = [
+        GroupExample(p.a, p.b, tuple(PAIRS[(i + j) % 16].b for j in (3, 5, 7)[: 1 + i % 3]))
+        for i, p in enumerate(PAIRS)
+    ]  # groups of 2 to 4 texts: the short ones are padded in the loss
+
+    def trainer(name: str) -> CrossEncoderTrainer:
+        settings = {"save_steps": 2, "group_by_length": True}
+        return CrossEncoderTrainer(
+            start, groups, config(tmp_path, name, **settings), loss="listwise"
+        )
+
+    whole = trainer("whole")
+    plan = whole.plan()
+    assert sorted(i for batch in plan for i in batch) == list(range(16))
+    before = weights(whole.module)
+    whole.train()
+    expected = weights(whole.module)
+    assert any(not torch.equal(before[k], expected[k]) for k in before)
+
+    resumed = trainer("whole")
+    resumed.train(resume_from=tmp_path / "whole" / "checkpoint-2")
+    got = weights(resumed.module)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    with pytest.raises(ValueError, match="GroupExample"):
+        CrossEncoderTrainer(start, PAIRS, config(tmp_path, "x"), loss="listwise")
+    with pytest.raises(ValueError, match="PairExample"):
+        CrossEncoderTrainer(start, groups, config(tmp_path, "y"), loss="bce")
+
+
+def test_length_grouped_batches_pad_little_and_keep_every_example(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = [
+        PairExample(f"q{i}", "word " * (1 + (i * 37) % 200), 1) for i in range(300)
+    ]  # lengths scattered over 1..200 words
+    grouped = BiEncoderTrainer(
+        tiny_model_dir,
+        data,
+        config(tmp_path, "g", batch_size=4, group_by_length=True),
+        loss="cosine",
+    ).plan()
+    plain = BiEncoderTrainer(
+        tiny_model_dir, data, config(tmp_path, "p", batch_size=4), loss="cosine"
+    ).plan()
+    assert sorted(i for b in grouped for i in b) == list(range(300))
+
+    def spread(batches: list[list[int]]) -> float:
+        sizes = [[len(data[i].b) for i in b] for b in batches]
+        return float(np.mean([max(s) - min(s) for s in sizes]))
+
+    assert spread(grouped) < spread(plain) / 10
