@@ -1,15 +1,17 @@
 """Cross-encoder reranking: our CrossEncoderReranker vs sentence-transformers' CrossEncoder.predict.
 
-    # this CPU: p50 latency of reranking one query's top 20 (SciFact train claims x abstracts)
-    python benchmarks/rerank_throughput.py --model runs/reranker/minilm-l6-stsb --queries 40
-    # H100: pairs/s over 20k (claim, ~200-token abstract) pairs in fp16
+    # this CPU: p50 latency of reranking one query's top 20 (SciFact train claims x abstracts),
+    # ours at auto precision against sentence-transformers in float32 (its default)
+    python benchmarks/rerank_throughput.py --model default --dtype auto --queries 40
+    # H100: pairs/s over 20k (claim, ~200-token abstract) pairs, both in fp16
     python benchmarks/rerank_throughput.py --model MODEL --device cuda --dtype float16 \\
-        --throughput-pairs 20000 --batch-size 256 --queries 0
+        --reference-dtype float16 --throughput-pairs 20000 --batch-size 256 --queries 0
 
 Pairs: each SciFact *train* claim with the 20 abstracts all-MiniLM-L6-v2 ranks first for it
 (dense top-20, the reranker's usual input), so lengths are realistic; no test split is read.
 Both sides score the same pairs with the same model, alternating; the max abs difference of
-their scores is reported alongside the timings.
+their scores is reported alongside the timings, and, when ours runs below float32, that of our
+float32 path too (the exactness check).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def main() -> None:
         default="sentence-transformers/all-MiniLM-L6-v2",
         help="bi-encoder that picks each claim's top passages",
     )
+    parser.add_argument(
+        "--reference-dtype", default="float32", help="sentence-transformers' dtype (float32)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -75,11 +80,12 @@ def main() -> None:
         batch_size=args.batch_size,
         max_length=args.max_length,
     )
+    # The anchor runs as its users run it: float32 unless --reference-dtype says otherwise.
     reference = CrossEncoder(
         str(ours.path),
         device=args.device,
         max_length=ours.max_length,
-        model_kwargs={"torch_dtype": DTYPES[args.dtype]},
+        model_kwargs={"torch_dtype": DTYPES[args.reference_dtype]},
     )
     wanted = max(args.queries, 1)
     if args.throughput_pairs:
@@ -124,6 +130,23 @@ def main() -> None:
             for side, times in latency.items()
         }
         result["max_abs_score_diff"] = max_diff
+        result["precision"] = {
+            "ours": str(ours.dtype).removeprefix("torch."),
+            "sentence_transformers": args.reference_dtype,
+        }
+        if ours.dtype != torch.float32:
+            # Scores of our float32 path on the same pairs: the exactness check.
+            exact = CrossEncoderReranker(
+                ours.path, device=args.device, dtype="float32", max_length=ours.max_length
+            )
+            result["float32_max_abs_score_diff"] = max(
+                float(
+                    np.abs(
+                        exact.predict(p) - np.asarray(reference.predict(p), dtype=np.float32)
+                    ).max()
+                )
+                for p in groups[: min(10, args.queries)]
+            )
         print(json.dumps(result["latency_ms"]), flush=True)
     if args.throughput_pairs:
         pairs = [p for group in groups for p in group][: args.throughput_pairs]

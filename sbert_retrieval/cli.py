@@ -14,7 +14,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sbert_retrieval.training.trainer import TrainingConfig
 
 __all__ = ["main"]
 
@@ -117,10 +120,18 @@ def _add_rerank_flags(parser: argparse.ArgumentParser) -> None:
         "--rerank",
         metavar="MODEL",
         default=None,
-        help="cross-encoder (hub id or path) to rerank with",
+        help="cross-encoder to rerank with: hub id, path, or 'default' (the shipped reranker)",
     )
     parser.add_argument(
         "--rerank-depth", type=_positive, default=100, help="candidates reranked (default 100)"
+    )
+    parser.add_argument(
+        "--rerank-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="share of the reranker's score, blended with the first stage's (min-max of each):"
+        " 1 = reranker order only (default: what the model recommends, else 1)",
     )
 
 
@@ -475,6 +486,84 @@ def _add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         )
         sub.add_argument("--progress", action="store_true", help="progress bar and step logs")
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_reranker_parser(kinds)
+
+
+def _add_reranker_parser(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sbert_retrieval.training.reranker import RERANKER_TRAINING, RerankerRecipe
+
+    recipe = RerankerRecipe()
+    sub = kinds.add_parser(
+        "reranker",
+        help="train the relevance reranker (the recipe the shipped one was trained with)",
+        description=(
+            "Mine first-stage negatives (dense and BM25 over each whole corpus) for SQuAD,"
+            " WikiQA/TrecQA and SciFact train, then train a listwise cross-encoder from"
+            " --model's transformer; dev: WikiQA dev and held-out SciFact train claims, dense"
+            " top-100 reranked. Run it again after an interruption: it continues from the"
+            " newest checkpoint in --output."
+        ),
+    )
+    sub.add_argument("--output", required=True, metavar="DIR", help="where the model goes")
+    sub.add_argument(
+        "--model", default=None, help="bi-encoder to start from and mine with (all-MiniLM-L6-v2)"
+    )
+    sub.add_argument(
+        "--data-dir", default="../shared/data", help="data root (default ../shared/data)"
+    )
+    for name, value, text in (
+        ("--squad-sentences", recipe.squad_sentences, "SQuAD questions at sentence level"),
+        ("--squad-paragraphs", recipe.squad_paragraphs, "SQuAD questions at paragraph level"),
+        ("--qa-rounds", recipe.answer_selection_rounds, "passes over WikiQA/TrecQA questions"),
+    ):
+        sub.add_argument(name, type=_non_negative, default=value, help=f"{text} ({value})")
+    sub.add_argument(
+        "--scifact",
+        action=argparse.BooleanOptionalAction,
+        default=recipe.scifact,
+        help=f"train on SciFact train claims, a share held out as dev ({recipe.scifact})",
+    )
+    defaults = RERANKER_TRAINING
+    sub.add_argument("--epochs", type=_positive, default=defaults.epochs)
+    sub.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=defaults.batch_size,
+        help=f"query groups per step ({defaults.batch_size})",
+    )
+    sub.add_argument("--lr", type=float, default=defaults.lr, help=f"peak ({defaults.lr})")
+    sub.add_argument(
+        "--max-seq-length",
+        type=_positive,
+        default=defaults.max_seq_length,
+        help=f"tokens per pair ({defaults.max_seq_length})",
+    )
+    sub.add_argument("--seed", type=int, default=defaults.seed, help=f"default {defaults.seed}")
+    sub.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default)")
+    sub.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        default="auto",
+        help="autocast (default auto: float16 on CUDA, bfloat16 on a CPU with native bf16)",
+    )
+    sub.add_argument(
+        "--eval-steps", type=_non_negative, default=defaults.eval_steps, help="dev every N steps"
+    )
+    sub.add_argument(
+        "--save-steps",
+        type=_non_negative,
+        default=defaults.save_steps,
+        help=f"checkpoint every N steps, for resuming ({defaults.save_steps})",
+    )
+    sub.add_argument("--max-steps", type=_positive, default=None, help="stop after N steps")
+    sub.add_argument(
+        "--save-dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default=defaults.save_dtype,
+        help=f"dtype of the final weights ({defaults.save_dtype})",
+    )
+    sub.add_argument("--progress", action="store_true", help="progress bar and step logs")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _cache_dir(args: argparse.Namespace) -> Path | None:
@@ -529,7 +618,9 @@ def _reranker(args: argparse.Namespace) -> Any:
         return None
     from sbert_retrieval.reranking import CrossEncoderReranker
 
-    return CrossEncoderReranker(args.rerank, device=args.device, dtype=args.dtype)
+    return CrossEncoderReranker(
+        args.rerank, device=args.device, dtype=args.dtype, rerank_weight=args.rerank_weight
+    )
 
 
 def _cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -681,6 +772,7 @@ def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
         max_k=args.max_k,
         rerank_model=args.rerank,
         rerank_depth=args.rerank_depth,
+        rerank_weight=args.rerank_weight,
         read_only=args.read_only,
         threads=args.threads,
     )
@@ -695,7 +787,43 @@ def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+# TrainingConfig field → the ``train`` option holding it (absent options keep the base's).
+_TRAINING_OPTIONS = {
+    "output_dir": "output",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "seed": "seed",
+    "device": "device",
+    "precision": "dtype",
+    "max_seq_length": "max_seq_length",
+    "eval_steps": "eval_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "max_steps": "max_steps",
+    "save_dtype": "save_dtype",
+    "show_progress": "progress",
+    "keep_best": "keep_best",
+}
+
+
+def _training_config(args: argparse.Namespace, base: TrainingConfig) -> TrainingConfig:
+    """``base`` with every setting the ``train`` command line gives; starts step logs with
+    ``--progress``."""
+    if args.progress:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    given = {f: getattr(args, o) for f, o in _TRAINING_OPTIONS.items() if hasattr(args, o)}
+    return replace(base, **given)
+
+
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.train_kind == "reranker":
+        return _train_reranker(args)
     from sbert_retrieval.models import DEFAULT_MODEL
     from sbert_retrieval.training.recipes import (
         MiningConfig,
@@ -704,30 +832,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     )
     from sbert_retrieval.training.trainer import TrainingConfig
 
-    if args.progress:
-        import logging
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = TrainingConfig(
-        output_dir=args.output,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        seed=args.seed,
-        device=args.device,
-        precision=args.dtype,
-        max_seq_length=args.max_seq_length,
-        eval_steps=args.eval_steps,
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        max_steps=args.max_steps,
-        save_dtype=args.save_dtype,
-        show_progress=args.progress,
-        keep_best=args.keep_best,
-    )
+    config = _training_config(args, TrainingConfig(output_dir=args.output))
     mining = MiningConfig(
         model=args.miner or DEFAULT_MODEL,
         num_negatives=args.hard_negatives,
@@ -751,6 +856,31 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         return train_bi_encoder(args.model or DEFAULT_MODEL, args.data, config, **common)
     return train_cross_encoder(
         args.model or DEFAULT_MODEL, args.data, config, both_orders=args.both_orders, **common
+    )
+
+
+def _train_reranker(args: argparse.Namespace) -> dict[str, Any]:
+    from sbert_retrieval.models import DEFAULT_MODEL
+    from sbert_retrieval.training.reranker import (
+        RERANKER_TRAINING,
+        RerankerRecipe,
+        train_reranker,
+    )
+
+    config = _training_config(args, RERANKER_TRAINING)
+    recipe = replace(
+        RerankerRecipe(),
+        squad_sentences=args.squad_sentences,
+        squad_paragraphs=args.squad_paragraphs,
+        answer_selection_rounds=args.qa_rounds,
+        scifact=args.scifact,
+    )
+    return train_reranker(
+        config,
+        recipe,
+        model=args.model or DEFAULT_MODEL,
+        data_dir=args.data_dir,
+        command=getattr(args, "command_line", None),
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Fused",
     "check_fusion",
     "fuse",
+    "interpolate_scores",
     "min_max",
     "reciprocal_rank_fusion",
     "weighted_fusion",
@@ -117,6 +118,23 @@ def min_max(scores: Sequence[float]) -> list[float]:
     if high == low:
         return [1.0] * len(scores)
     return [(s - low) / (high - low) for s in scores]
+
+
+def interpolate_scores(
+    first: Sequence[float], rerank: Sequence[float], weight: float
+) -> list[float]:
+    """``weight × min-max(rerank) + (1 − weight) × min-max(first)``, item by item.
+
+    How a reranker's scores are blended with the first stage's over one query's candidates:
+    ``weight`` 1 is the reranker's order, 0 the first stage's.
+    """
+    if not 0 <= weight <= 1:
+        raise ValueError(f"the rerank weight must be in [0, 1], got {weight}")
+    if len(first) != len(rerank):
+        raise ValueError(f"{len(first)} first-stage scores for {len(rerank)} rerank scores")
+    return [
+        weight * r + (1 - weight) * f for f, r in zip(min_max(first), min_max(rerank), strict=True)
+    ]
 
 
 def weighted_fusion(rankings: Sequence[Ranking[K]], weights: Sequence[float]) -> list[Fused[K]]:

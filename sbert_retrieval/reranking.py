@@ -14,7 +14,7 @@ import torch
 
 from sbert_retrieval.encoding.bi_encoder import _resolve_device, _resolve_dtype
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer
-from sbert_retrieval.models import resolve_model_path
+from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
 __all__ = ["ACTIVATIONS", "CrossEncoderReranker"]
 
@@ -33,9 +33,12 @@ class CrossEncoderReranker:
     Scores equal sentence-transformers' ``CrossEncoder.predict`` on the same checkpoint.
 
     Args:
-        model: Hub id or local directory of a sequence-classification model.
+        model: Hub id or local directory of a sequence-classification model; ``default`` is
+            the reranker this project trained and ships
+            (:data:`~sbert_retrieval.models.DEFAULT_RERANKER`).
         device: ``cpu``, ``cuda``, ``auto`` (default: CUDA when available).
-        dtype: ``float32``, ``float16``, ``bfloat16`` or ``auto`` (fp16 on CUDA, fp32 on CPU).
+        dtype: ``float32``, ``float16``, ``bfloat16`` or ``auto`` (fp16 on CUDA; on CPU bf16
+            where the CPU computes it natively, else fp32: see ``cpu_native_bf16``).
         max_length: Tokens per pair, special tokens included (default: the tokenizer's limit).
             Longer pairs are truncated, longest side first, and counted in ``truncated``.
         batch_size: Pairs per forward pass (default 32).
@@ -43,6 +46,10 @@ class CrossEncoderReranker:
             for more), ``sigmoid``, ``identity`` or ``softmax``.
         label: With several labels, which one is the relevance score (index or name; default:
             the last, the "relevant"/"entailment" class by convention).
+        rerank_weight: The reranker's share of a reranked hit's final score, blended with the
+            first stage's (:func:`~sbert_retrieval.retrieval.rerank_hits`), in (0, 1]. Default:
+            the weight the checkpoint recommends (``config.json`` ``sbert_retrieval.
+            rerank_weight``, chosen on dev when it was trained), else 1 (reranker order only).
 
     Thread safety: :meth:`predict` and :meth:`score` are serialized by an internal lock.
     """
@@ -57,6 +64,7 @@ class CrossEncoderReranker:
         batch_size: int = 32,
         activation: str = "auto",
         label: int | str | None = None,
+        rerank_weight: float | None = None,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -64,10 +72,11 @@ class CrossEncoderReranker:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.path = resolve_model_path(model)
+        self.path = resolve_model_path(DEFAULT_RERANKER if str(model) == "default" else model)
         self.device = _resolve_device(device)
-        # Reranking stays float32 on CPU by default: bfloat16 scores are not measured yet.
-        self.dtype = _resolve_dtype(dtype, self.device, cpu_bf16=False)
+        # auto on CPU: bfloat16 where native, as the bi-encoder (2.3x the float32 speed here;
+        # scores move by ~0.01 and dev nDCG@10 by <= 0.003, BENCHMARKS.md).
+        self.dtype = _resolve_dtype(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
         self.model: Any = AutoModelForSequenceClassification.from_pretrained(
             str(self.path), dtype=self.dtype
@@ -81,6 +90,11 @@ class CrossEncoderReranker:
             )
         self.activation = activation
         self.label = self._label_index(label)
+        saved = (config.get("sbert_retrieval") or {}).get("rerank_weight")
+        weight = float(rerank_weight if rerank_weight is not None else saved or 1.0)
+        if not 0 < weight <= 1:
+            raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
+        self.rerank_weight = weight
         # The tokenizer's limit can exceed the model's position table (e.g. 512 vs 128).
         limits = [int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512]
         positions = getattr(self.model.config, "max_position_embeddings", None)

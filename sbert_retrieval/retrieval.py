@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder
-from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion
+from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, check_fusion, interpolate_scores
 from sbert_retrieval.stores.base import (
     FusedRecord,
     ScoredRecord,
@@ -108,7 +108,12 @@ class Hit:
 
 
 class Reranker(Protocol):
-    """Anything that scores (query, passage) pairs, higher = more relevant."""
+    """Anything that scores (query, passage) pairs, higher = more relevant.
+
+    A reranker may also carry ``rerank_weight`` (a float in (0, 1]): the share of its score in
+    the final one, interpolated with the first stage's (see :func:`rerank_hits`); without the
+    attribute the order is the reranker's alone.
+    """
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         """One score per passage."""
@@ -202,8 +207,10 @@ def default_candidates(k: int) -> int:
 def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
     """Reorder the first ``depth`` hits by ``reranker`` scores; the rest keep their order after.
 
-    Each reranked hit's ``score`` and ``rerank_score`` become the reranker's score; its
-    ``first_stage_score`` keeps the vector similarity.
+    Each reranked hit's ``rerank_score`` becomes the reranker's score and its ``score`` the
+    final one: the reranker's score itself, or, when the reranker has a ``rerank_weight`` w
+    below 1, ``w × min-max(rerank scores) + (1 − w) × min-max(first-stage scores)`` over the
+    reranked candidates (so in [0, 1]). ``first_stage_score`` keeps the first stage's score.
 
     Raises:
         ValueError: The reranker returned a different number of scores.
@@ -218,9 +225,13 @@ def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> 
         raise ValueError(
             f"the reranker returned {len(scores)} scores for {len(candidates)} passages"
         )
+    final = [float(s) for s in scores]
+    weight = float(getattr(reranker, "rerank_weight", 1.0))
+    if weight < 1:
+        final = interpolate_scores([h.score for h in candidates], final, weight)
     reranked = [
-        replace(h, score=float(s), rerank_score=float(s))
-        for h, s in zip(candidates, scores, strict=True)
+        replace(h, score=f, rerank_score=float(s))
+        for h, s, f in zip(candidates, scores, final, strict=True)
     ]
     reranked.sort(key=lambda h: h.score, reverse=True)
     return reranked + hits[depth:]

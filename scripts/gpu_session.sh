@@ -47,7 +47,7 @@ for stage in "$@"; do
         2> "$OUT/engine-process.log" > "$OUT/engine-process.json" ;;
     rerank)
       "$PY" benchmarks/rerank_throughput.py --model "${RERANKER:-$MODEL}" --device cuda \
-        --retriever "$MODEL" --dtype float16 --batch-size 256 --throughput-pairs 20000 --queries 0 \
+        --retriever "$MODEL" --dtype float16 --reference-dtype float16 --batch-size 256 --throughput-pairs 20000 --queries 0 \
         2> "$OUT/rerank.log" > "$OUT/rerank.json" ;;
     reranker)
       env "${common[@]}" scripts/train_reranker.sh relevance > "$OUT/reranker.json" 2> "$OUT/reranker.log"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sbert_retrieval.fusion import fuse, min_max, reciprocal_rank_fusion, weighted_fusion
+from sbert_retrieval.fusion import (
+    fuse,
+    interpolate_scores,
+    min_max,
+    reciprocal_rank_fusion,
+    weighted_fusion,
+)
 
 
 def test_rrf_matches_a_hand_computed_case() -> None:
@@ -55,3 +61,15 @@ def test_fuse_dispatches_and_validates() -> None:
         fuse(dense, lexical, rrf_k=-1)
     with pytest.raises(ValueError, match="twice"):
         fuse([("a", 1.0), ("a", 0.5)], [])
+
+
+def test_interpolate_scores_min_max_per_list() -> None:
+    # first (0.2, 0.6, 0.4) → (0, 1, 0.5); rerank (3, 1, 2) → (1, 0, 0.5)
+    assert interpolate_scores([0.2, 0.6, 0.4], [3.0, 1.0, 2.0], 0.25) == pytest.approx(
+        [0.25, 0.75, 0.5]
+    )
+    assert interpolate_scores([1.0, 1.0], [5.0, 7.0], 1.0) == pytest.approx([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        interpolate_scores([1.0], [1.0], 1.5)
+    with pytest.raises(ValueError, match="2 first-stage scores for 1"):
+        interpolate_scores([1.0, 2.0], [1.0], 0.5)

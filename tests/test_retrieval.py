@@ -106,6 +106,36 @@ def test_reranker_reorders_the_candidates(tiny_encoder, indexed) -> None:  # typ
     assert all(h.first_stage_score == pytest.approx(first[h.point_id]) for h in reranked)
 
 
+class WeightedOverlapReranker(KeywordOverlapReranker):
+    """The keyword reranker with a recommended share of the final score."""
+
+    rerank_weight = 0.5
+
+
+def test_a_rerank_weight_blends_both_stages_min_max(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    query = "bonds rallied investors"
+    plain = Retriever(tiny_encoder, indexed).search(query, k=6)
+    hits = Retriever(
+        tiny_encoder, indexed, reranker=WeightedOverlapReranker(), rerank_depth=6
+    ).search(query, k=6)
+    first = [h.score for h in plain]
+    overlap = KeywordOverlapReranker().score(query, [h.text for h in plain])
+
+    def scaled(values: list[float]) -> list[float]:
+        low, high = min(values), max(values)
+        return [(v - low) / (high - low) if high > low else 1.0 for v in values]
+
+    expected = {
+        h.point_id: 0.5 * r + 0.5 * f
+        for h, f, r in zip(plain, scaled(first), scaled(overlap), strict=True)
+    }
+    assert {h.point_id for h in hits} == set(expected)
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.point_id], abs=1e-6)
+        assert hit.rerank_score == overlap[[h.point_id for h in plain].index(hit.point_id)]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
 def test_retriever_refuses_another_model(tmp_path, tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
     from sbert_retrieval.encoding import BiEncoder
     from tests.conftest import build_tiny_model

@@ -82,15 +82,13 @@ def cpu_native_bf16() -> bool:
         return False
 
 
-def _resolve_dtype(
-    dtype: str | None, device: torch.device, *, cpu_bf16: bool = True
-) -> torch.dtype:
+def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """The compute dtype for ``dtype`` on ``device``. ``auto`` (and ``None``): float16 on CUDA;
-    on CPU bfloat16 where :func:`cpu_native_bf16` (and ``cpu_bf16``) says so, else float32."""
+    on CPU bfloat16 where :func:`cpu_native_bf16` says so, else float32."""
     if dtype in (None, "auto"):
         if device.type == "cuda":
             return torch.float16
-        return torch.bfloat16 if cpu_bf16 and cpu_native_bf16() else torch.float32
+        return torch.bfloat16 if cpu_native_bf16() else torch.float32
     try:
         return DTYPES[dtype]
     except KeyError:

@@ -10,7 +10,7 @@ Install with ``pip install 'sbert-retrieval[langchain]'`` (langchain-core only):
     store = SbertVectorStore(HnswStore("my-index"), encoder)      # e.g. built by the CLI
     retriever = store.as_retriever(
         search_kwargs={"k": 5, "filter": {"lang": "en"}},
-        reranker=CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L6-v2"),
+        reranker=CrossEncoderReranker("default"),
     )
     docs = retriever.invoke("how do cats purr?")
 

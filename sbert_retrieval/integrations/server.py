@@ -126,6 +126,8 @@ class ServerConfig:
         max_k: Largest ``k`` a search may ask for (default 1,000).
         rerank_model: Cross-encoder (hub id or path) enabling ``"rerank": true`` (default none).
         rerank_depth: Candidates reranked per query (default 100).
+        rerank_weight: The reranker's share of the final score (see
+            :func:`~sbert_retrieval.retrieval.rerank_hits`); default: what the model recommends.
         read_only: Serve searches only: ingest and delete answer 403, and a local index is
             opened without the writer lock, so several processes can serve it.
         threads: Worker threads for store searches, reranking and writes (default 4).
@@ -148,6 +150,7 @@ class ServerConfig:
     max_k: int = 1_000
     rerank_model: str | None = None
     rerank_depth: int = 100
+    rerank_weight: float | None = None
     read_only: bool = False
     threads: int = 4
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -461,7 +464,10 @@ class _Service:
                 from sbert_retrieval.reranking import CrossEncoderReranker
 
                 reranker = CrossEncoderReranker(
-                    config.rerank_model, device=config.device, dtype=config.dtype
+                    config.rerank_model,
+                    device=config.device,
+                    dtype=config.dtype,
+                    rerank_weight=config.rerank_weight,
                 )
         except BaseException:
             self.store.close()

@@ -136,16 +136,16 @@ def test_auto_precision_follows_the_cpu(
         assert cpu_native_bf16() == bool({"avx512_bf16", "amx_tile"} & flags)
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     assert _resolve_dtype("auto", cpu) == _resolve_dtype(None, cpu) == torch.bfloat16
-    assert _resolve_dtype("auto", cpu, cpu_bf16=False) == torch.float32
     assert _resolve_dtype("float32", cpu) == torch.float32
     assert _resolve_dtype("auto", cuda) == torch.float16
     encoder = BiEncoder(tiny_model_dir, device="cpu")
     assert encoder.dtype == torch.bfloat16
     assert encoder.encode(["a check"]).dtype == np.float32
-    # The reranker stays float32 under auto (its bfloat16 scores are not measured).
-    assert CrossEncoderReranker(tiny_model_dir, device="cpu").dtype == torch.float32
+    # The reranker follows the same rule.
+    assert CrossEncoderReranker(tiny_model_dir, device="cpu").dtype == torch.bfloat16
     monkeypatch.setenv(CPU_BF16_ENV, "0")
     assert BiEncoder(tiny_model_dir, device="cpu").dtype == torch.float32
+    assert CrossEncoderReranker(tiny_model_dir, device="cpu").dtype == torch.float32
 
 
 def test_bad_settings_list_the_valid_choices(tiny_model_dir: Path) -> None:
