@@ -389,7 +389,9 @@ class EncodingEngine:
                 host = torch.empty(pooled.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(pooled, non_blocking=True)
                 done = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                done.record()
+                # On the stream the copy was queued on (the encoder's device), not the current
+                # device's: on cuda:N != current, vectors could be read before they land.
+                done.record(torch.cuda.current_stream(encoder.device))
                 return [_Inflight(chunk, rows, host, done)]
         except torch.OutOfMemoryError:
             if len(rows) == 1:

@@ -13,6 +13,7 @@ import itertools
 import multiprocessing
 import os
 import queue
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -31,8 +32,14 @@ def _worker(setup: dict[str, Any], inbox: Any, outbox: Any) -> None:
     model, device = setup["model"], setup["device"]
     settings, engine = setup["settings"], setup["engine"]
     try:
+        import torch
+
         from sbert_retrieval.encoding.bi_encoder import BiEncoder
 
+        if torch.device(device).type == "cuda":
+            # The worker's current device must be its own: otherwise streams, events and any
+            # allocation without an explicit device land on cuda:0.
+            torch.cuda.set_device(torch.device(device))
         # Each worker encodes on its own device only: no fan-out from inside a worker.
         config = EngineConfig(**{**engine, "devices": ()})
         encoder = BiEncoder(model, device=device, engine=config, **settings)
@@ -61,7 +68,8 @@ class MultiDeviceEncoder:
         engine: The engine settings each worker uses; its ``chunk_size`` is also the unit of
             work handed to a worker.
 
-    Thread safety: one :meth:`encode_stream` at a time (the workers share one queue).
+    Thread safety: safe; streams are serialized (the workers share one queue, so a second
+    stream waits for the first to end or be closed rather than take its results).
     Call :meth:`close` (or use ``with``) to stop the workers; they are daemons, so they also
     end with the parent process.
     """
@@ -105,6 +113,7 @@ class MultiDeviceEncoder:
             process.start()
         self.dimension = 0
         self._streams = itertools.count()
+        self._stream_lock = threading.Lock()
         try:
             for _ in self._processes:
                 _, ready = self._receive()
@@ -130,8 +139,16 @@ class MultiDeviceEncoder:
     def encode_stream(
         self, texts: Iterable[str], *, prefix: str = "", batch_size: int | None = None
     ) -> Iterator[EncodedChunk]:
-        """Like :meth:`BiEncoder.encode_stream`, spread over the devices; output in order."""
-        iterator = iter(texts)
+        """Like :meth:`BiEncoder.encode_stream`, spread over the devices; output in order.
+
+        Thread safety: one stream runs at a time; others wait for it to end (or be closed).
+        """
+        with self._stream_lock:
+            yield from self._stream(iter(texts), prefix, batch_size)
+
+    def _stream(
+        self, iterator: Iterator[str], prefix: str, batch_size: int | None
+    ) -> Iterator[EncodedChunk]:
         # Results of a stream abandoned half-way may still arrive: each task carries its
         # stream's number, and anything from another stream is dropped.
         stream = next(self._streams)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,15 @@ def test_fan_out_over_two_devices_equals_one(tiny_model_dir: Path, plain: BiEnco
         next(abandoned)
         abandoned.close()
         np.testing.assert_allclose(encoder.encode(TEXTS), plain.encode(TEXTS), atol=1e-6)
+        # Concurrent bulk encodes share the workers' queue: each gets its own vectors.
+        with ThreadPoolExecutor(3) as pool:
+            futures = [
+                pool.submit(encoder.encode, TEXTS[i:] + TEXTS[:i], prefix="passage: ")
+                for i in range(3)
+            ]
+            for i, future in enumerate(futures):
+                expected = plain.encode(TEXTS[i:] + TEXTS[:i], prefix="passage: ")
+                np.testing.assert_allclose(future.result(timeout=120), expected, atol=1e-6)
         workers = encoder.multi_device._processes
     finally:
         encoder.close()
@@ -204,3 +214,33 @@ def test_a_task_carries_its_texts_not_the_tokenizer(
     assert len(sizes) == -(-len(TEXTS) // 5)
     assert max(sizes) < tokenizer_bytes / 10
 
+
+
+def test_a_cuda_worker_takes_its_device_before_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker for cuda:N makes cuda:N current first (streams, events, allocations)."""
+    import queue
+    from dataclasses import asdict
+
+    from sbert_retrieval.encoding import multi_device
+
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", str(d))))
+
+    class Loaded:
+        dimension = 3
+
+        def __init__(self, model: str, *, device: str, engine: EngineConfig) -> None:
+            calls.append(("load", device))
+
+    monkeypatch.setattr("sbert_retrieval.encoding.bi_encoder.BiEncoder", Loaded)
+    inbox: queue.Queue[object] = queue.Queue()
+    outbox: queue.Queue[object] = queue.Queue()
+    inbox.put(multi_device._STOP)
+    setup = {"model": "m", "device": "cuda:1", "settings": {}, "engine": asdict(EngineConfig())}
+    multi_device._worker(setup, inbox, outbox)
+    assert calls == [("set_device", "cuda:1"), ("load", "cuda:1")]
+    assert outbox.get_nowait() == (-1, 3)
+    calls.clear()
+    inbox.put(multi_device._STOP)
+    multi_device._worker({**setup, "device": "cpu"}, inbox, outbox)
+    assert calls == [("load", "cpu")]
