@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from sbert_retrieval.encoding import BiEncoder
-    from sbert_retrieval.models import default_prefixes
+    from sbert_retrieval.models import cache_dir, default_prefixes
     from sbert_retrieval.reranking import CrossEncoderReranker
     from sbert_retrieval.training.data import RetrievalData, load_scifact, load_squad
     from sbert_retrieval.training.reranker import (
@@ -65,7 +65,12 @@ def main() -> None:
 
     def first_stage(data: RetrievalData, depth: int) -> Candidates:
         return dense_candidates(
-            encoder, data, depth, query_prefix=query_prefix, passage_prefix=passage_prefix
+            encoder,
+            data,
+            depth,
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
+            cache_dir=cache_dir() / "embeddings",
         )
 
     wikiqa = load_answer_selection_retrieval(SHARED_DATA, "wikiqa", "dev")

@@ -277,3 +277,39 @@ def test_train_reranker_cli_continues_a_killed_run(
     reranker = CrossEncoderReranker(out, device="cpu")
     scores = reranker.predict([("what are cats ?", "cats are a thing people know .")] * 2)
     assert scores.shape == (2,) and scores[0] == scores[1]
+
+
+def test_choose_rerank_weight_picks_the_best_mean_and_is_recorded(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from sbert_retrieval.reranking import CrossEncoderReranker
+    from sbert_retrieval.training.reranker import choose_rerank_weight, recommend_rerank_weight
+    from sbert_retrieval.training.saving import init_cross_encoder_from_bi_encoder
+
+    candidates = {
+        "q1": [("d2", 0.9), ("d1", 0.85), ("d6", 0.5)],
+        "q2": [("d3", 0.9), ("d5", 0.1)],
+    }
+    # Min-max: q1 first stage d2 1, d1 0.875, d6 0; rerank d2 0, d1 1, d6 0.1, so d1 leads for
+    # any weight > 0. q2: d3 leads for weight < 0.5 only. So 0.2 and 0.4 both score 1.0, the
+    # reranker alone (1.0) does not, and ties go to the larger weight.
+    table = {
+        ("cats eat mice", DATA.corpus["d2"]): 0.0,
+        ("cats eat mice", DATA.corpus["d6"]): 0.1,
+        ("cats eat mice", DATA.corpus["d1"]): 1.0,
+        ("rivers flow to the sea", DATA.corpus["d3"]): 0.0,
+        ("rivers flow to the sea", DATA.corpus["d5"]): 1.0,
+    }
+    evaluator = FirstStageRerankingEvaluator(DATA, candidates, depth=3, name="t")
+    weight, per_set = choose_rerank_weight({"t": evaluator}, _Scores(table), grid=(0.2, 0.4, 1.0))
+    assert weight == 0.4
+    assert per_set["t"]["t_interpolated_0.4_ndcg@10"] == pytest.approx(1.0)
+    assert per_set["t"]["t_reranked_ndcg@10"] < 1.0
+
+    model = init_cross_encoder_from_bi_encoder(tiny_model_dir, tmp_path / "ce", seed=0)
+    assert CrossEncoderReranker(model, device="cpu").rerank_weight == 1.0
+    recommend_rerank_weight(model, weight)
+    assert CrossEncoderReranker(model, device="cpu").rerank_weight == 0.4
+    assert CrossEncoderReranker(model, device="cpu", rerank_weight=1.0).rerank_weight == 1.0
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        recommend_rerank_weight(model, 0.0)
