@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sbert_retrieval.reranking import CrossEncoderReranker
 from tests.conftest import copy_minilm_tokenizer, tiny_bert_config
@@ -78,3 +79,32 @@ def test_max_length_never_exceeds_the_position_table(tmp_path: Path) -> None:
     reranker = CrossEncoderReranker(target, device="cpu")
     assert reranker.max_length == 64
     assert len(reranker.score("q", ["word " * 300])) == 1
+
+
+def test_the_shipped_reranker_loads_by_name_and_ranks_the_answer_first() -> None:
+    from sentence_transformers import CrossEncoder
+
+    from sbert_retrieval.models import DEFAULT_RERANKER, SHIPPED_MODELS
+
+    reranker = CrossEncoderReranker("default", device="cpu", dtype="float32")
+    assert reranker.path == SHIPPED_MODELS / DEFAULT_RERANKER.rsplit("/", 1)[1]
+    assert CrossEncoderReranker(DEFAULT_RERANKER, device="cpu").path == reranker.path
+    # The weight chosen on dev travels with the model.
+    assert 0 < reranker.rerank_weight <= 1
+    assert CrossEncoderReranker("default", device="cpu", rerank_weight=1.0).rerank_weight == 1
+    query = "what is the capital of france"
+    passages = [
+        "Paris is the capital and most populous city of France.",
+        "The capital of Germany is Berlin.",
+        "France is famous for its cheese and wine.",
+        "Bananas are rich in potassium.",
+    ]
+    ours = reranker.predict([(query, p) for p in passages])
+    assert int(np.argmax(ours)) == 0 and int(np.argmin(ours)) == 3
+    # The weights are stored in float16; both sides compute in float32.
+    reference = CrossEncoder(
+        str(reranker.path), device="cpu", model_kwargs={"torch_dtype": torch.float32}
+    ).predict([(query, p) for p in passages])
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"rerank_weight must be in \(0, 1\]"):
+        CrossEncoderReranker("default", device="cpu", rerank_weight=0.0)

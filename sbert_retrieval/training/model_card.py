@@ -118,7 +118,7 @@ def render_model_card(
         "from sbert_retrieval.reranking import CrossEncoderReranker\n"
         "reranker = CrossEncoderReranker(PATH)\n"
         "# sentence-transformers: CrossEncoder(PATH)"
-        if kind == "cross-encoder"
+        if kind.startswith("cross-encoder")
         else "from sbert_retrieval.encoding import BiEncoder\n"
         "encoder = BiEncoder(PATH)\n"
         "# sentence-transformers: SentenceTransformer(PATH)"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sbert_retrieval.training import TrainingConfig, append_evaluation, write_model_card
+from sbert_retrieval.training.model_card import render_model_card
 
 REPORT = {
     "kind": "cross-encoder",
@@ -59,3 +60,10 @@ def test_append_evaluation_adds_lines_and_needs_a_card(tmp_path: Path) -> None:
     )
     with pytest.raises(FileNotFoundError):
         append_evaluation(tmp_path / "missing", "x", {"a": 1.0})
+
+
+def test_every_cross_encoder_kind_is_shown_loaded_as_a_reranker() -> None:
+    card = render_model_card(
+        {"kind": "cross-encoder (reranker)", "model": "m", "loss": "listwise"}, {}
+    )
+    assert "CrossEncoderReranker(" in card and "BiEncoder(" not in card
