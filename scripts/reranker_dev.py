@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from datetime import date
@@ -77,11 +76,7 @@ def main() -> None:
     _, scifact = scifact_dev_split(
         load_scifact(SHARED_DATA, "train"), RerankerRecipe().scifact_dev, args.seed
     )
-    squad = load_squad(SHARED_DATA, "dev")
-    ids = list(squad.queries)
-    squad = squad.subset(
-        [ids[i] for i in sorted(random.Random(0).sample(range(len(ids)), args.squad_queries))]
-    )
+    squad = load_squad(SHARED_DATA, "dev").sample(args.squad_queries, 0)
     evaluators = {
         "wikiqa-dev": FirstStageRerankingEvaluator(
             wikiqa, first_stage(wikiqa, args.depth), depth=args.depth, name="wikiqa"

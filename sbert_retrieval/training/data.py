@@ -131,12 +131,6 @@ class GroupExample:
         if not self.negatives:
             raise ValueError(f"GroupExample for {self.query[:60]!r} has no negative")
 
-    def pairs(self) -> list[PairExample]:
-        """The group as labelled pairs: the positive (1), then each negative (0)."""
-        return [PairExample(self.query, self.positive, 1)] + [
-            PairExample(self.query, n, 0) for n in self.negatives
-        ]
-
 
 Example: TypeAlias = PairExample | TripletExample | GroupExample
 
@@ -167,6 +161,20 @@ class RetrievalData:
             for qid in self.queries
             for doc_id in self.positives.get(qid, ())
         ]
+
+    def sample(self, count: int | None, seed: int) -> RetrievalData:
+        """A seeded sample of ``count`` queries, in file order (all when ``count`` is ``None``
+        or not below the query count). A smaller ``count`` with the same seed draws a subset
+        of a larger one's sample.
+
+        Thread safety: read-only; safe from any thread.
+        """
+        ids = list(self.queries)
+        if count is None or count >= len(ids):
+            return self
+        return self.subset(
+            [ids[i] for i in sorted(random.Random(seed).sample(range(len(ids)), count))]
+        )
 
     def subset(self, query_ids: Sequence[str]) -> RetrievalData:
         """The same corpus with only these queries (in the given order).

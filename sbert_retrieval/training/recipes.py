@@ -187,11 +187,7 @@ class _Miner:
 
 def _retrieval(name: str, data_dir: Path, limit: int | None, seed: int) -> RetrievalData:
     data = load_scifact(data_dir) if name == "scifact" else load_squad(data_dir)
-    ids = list(data.queries)
-    if limit is not None and limit < len(ids):
-        chosen = sorted(random.Random(seed).sample(range(len(ids)), limit))
-        data = data.subset([ids[i] for i in chosen])
-    return data
+    return data.sample(limit, seed)
 
 
 def _labelled(name: str, data_dir: Path) -> list[PairExample]:

@@ -48,7 +48,6 @@ __all__ = [
     "RERANKER_TRAINING",
     "WEIGHT_GRID",
     "Candidates",
-    "CombinedEvaluator",
     "FirstStageRerankingEvaluator",
     "RerankerRecipe",
     "bm25_candidates",
@@ -320,8 +319,11 @@ class FirstStageRerankingEvaluator:
             start += len(cands)
         return out
 
-    def report(self, scores: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Metrics of given rerank scores (see :meth:`scores`)."""
+    def report(
+        self, scores: Mapping[str, np.ndarray], weights: Sequence[float] | None = None
+    ) -> dict[str, float]:
+        """Metrics of given rerank scores (see :meth:`scores`), interpolated at ``weights``
+        (default: the evaluator's)."""
         result = {
             f"{self.name}_first_stage_ndcg@10": self.first_stage(),
             self.main_metric: self._ndcg(
@@ -331,7 +333,7 @@ class FirstStageRerankingEvaluator:
                 }
             ),
         }
-        for weight in self.weights:
+        for weight in self.weights if weights is None else weights:
             run = {
                 q: dict(
                     zip(
@@ -434,13 +436,6 @@ def _labelled_negatives(data: RetrievalData, rows: Sequence[PairExample]) -> dic
     return found
 
 
-def _sample(data: RetrievalData, count: int, seed: int) -> RetrievalData:
-    ids = list(data.queries)
-    if count >= len(ids):
-        return data
-    return data.subset([ids[i] for i in sorted(random.Random(seed).sample(range(len(ids)), count))])
-
-
 class _Mined:
     """First-stage candidates per source, computed once and kept in a JSON file (for resume)."""
 
@@ -505,7 +500,7 @@ def reranker_training_data(
     *,
     seed: int = 42,
     mined_path: Path | None = None,
-) -> tuple[list[GroupExample], dict[str, FirstStageRerankingEvaluator]]:
+) -> tuple[list[GroupExample], FirstStageRerankingEvaluator]:
     """The recipe's training groups and its dev evaluator (WikiQA dev, dense top 100).
 
     ``encoder`` is the first stage (the bi-encoder that mines and that reranking will follow);
@@ -535,10 +530,10 @@ def reranker_training_data(
 
     if recipe.squad_sentences:
         sentences, on_topic = load_squad_sentences(root, "train")
-        sample = _sample(sentences, recipe.squad_sentences, seed)
+        sample = sentences.sample(recipe.squad_sentences, seed)
         add("squad-sentences", sample, recipe.sentence_negatives, on_topic=on_topic, seed=seed)
     if recipe.squad_paragraphs:
-        paragraphs = _sample(load_squad(root, "train"), recipe.squad_paragraphs, seed + 1)
+        paragraphs = load_squad(root, "train").sample(recipe.squad_paragraphs, seed + 1)
         add("squad-paragraphs", paragraphs, recipe.passage_negatives, seed=seed)
     for name in recipe.answer_selection:
         data = load_answer_selection_retrieval(root, name, "train")
@@ -553,25 +548,7 @@ def reranker_training_data(
     # is chosen (scripts/reranker_dev.py).
     wikiqa = load_answer_selection_retrieval(root, "wikiqa", "dev")
     dense, _ = mined.candidates("wikiqa-dev", wikiqa)
-    return groups, {"wikiqa-dev": FirstStageRerankingEvaluator(wikiqa, dense, name="wikiqa")}
-
-
-class CombinedEvaluator:
-    """Several dev evaluators at once; the main metric is the mean of their main metrics."""
-
-    def __init__(self, evaluators: Mapping[str, Any]) -> None:
-        self.evaluators = dict(evaluators)
-        self.main_metric = "mean_reranked_ndcg@10"
-
-    def __call__(self, model: Any) -> dict[str, float]:
-        """Every evaluator's metrics, and their mean main metric first."""
-        merged: dict[str, float] = {}
-        mains: list[float] = []
-        for evaluator in self.evaluators.values():
-            found = evaluator(model)
-            mains.append(found[evaluator.main_metric])
-            merged.update(found)
-        return {self.main_metric: float(np.mean(mains)), **merged}
+    return groups, FirstStageRerankingEvaluator(wikiqa, dense, name="wikiqa")
 
 
 def train_reranker(
@@ -601,7 +578,7 @@ def train_reranker(
     started = time.perf_counter()
     encoder = BiEncoder(model, device=config.device)
     try:
-        groups, evaluators = reranker_training_data(
+        groups, evaluator = reranker_training_data(
             recipe, data_dir, encoder, seed=config.seed, mined_path=out / "mined.json.gz"
         )
     finally:
@@ -612,9 +589,7 @@ def train_reranker(
         init_cross_encoder_from_bi_encoder(
             resolve_model_path(model), start, seed=config.seed, max_length=config.max_seq_length
         )
-    trainer = CrossEncoderTrainer(
-        start, groups, config, loss="listwise", evaluator=CombinedEvaluator(evaluators)
-    )
+    trainer = CrossEncoderTrainer(start, groups, config, loss="listwise", evaluator=evaluator)
     resume = latest_checkpoint(out)
     result = trainer.train(resume_from=resume).to_dict()
     report = {
@@ -622,7 +597,7 @@ def train_reranker(
         "model": model,
         "loss": "listwise",
         "data": recipe.sources(),
-        "dev_set": ", ".join(evaluators),
+        "dev_set": "wikiqa-dev",
         "examples": len(groups),
         "pairs": sum(1 + len(g.negatives) for g in groups),
         "mining_seconds": round(mining_seconds, 1),
@@ -652,19 +627,11 @@ def choose_rerank_weight(
     per_set: dict[str, dict[str, float]] = {}
     means: dict[float, list[float]] = {w: [] for w in grid}
     for name, evaluator in evaluators.items():
-        scores = evaluator.scores(reranker)
-        sweep = FirstStageRerankingEvaluator(
-            evaluator.data,
-            evaluator.candidates,
-            depth=max(len(c) for c in evaluator.candidates.values()),
-            weights=[w for w in grid if w < 1],
-            name=evaluator.name,
-        )
-        found = sweep.report(scores)
+        found = evaluator.report(evaluator.scores(reranker), [w for w in grid if w < 1])
         per_set[name] = found
         for weight in grid:
             key = (
-                sweep.main_metric
+                evaluator.main_metric
                 if weight >= 1
                 else f"{evaluator.name}_interpolated_{weight:g}_ndcg@10"
             )

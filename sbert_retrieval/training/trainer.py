@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sbert_retrieval.encoding.bi_encoder import BiEncoder, _resolve_device
+from sbert_retrieval.encoding.bi_encoder import BiEncoder, _resolve_device, cpu_native_bf16
 from sbert_retrieval.encoding.engine import EngineConfig
 from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.models import default_prefixes
@@ -312,8 +312,6 @@ def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
 
 def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or ``None`` for plain float32."""
-    from sbert_retrieval.encoding.bi_encoder import cpu_native_bf16
-
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
