@@ -62,6 +62,13 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, *, model_help: str) -> N
         "--dtype", default=None, help="float32, float16, bfloat16 or auto (default: auto)"
     )
     group.add_argument(
+        "--inference-backend",
+        default="auto",
+        choices=("auto", "torch", "onnx"),  # sbert_retrieval.models.BACKENDS, without importing it
+        help="encoder and reranker backend: auto (measured per machine), torch, or onnx (ONNX"
+        " Runtime, float32, CPU; the [onnx] extra) (default: auto)",
+    )
+    group.add_argument(
         "--batch-size", type=_positive, default=32, help="texts per forward pass (default 32)"
     )
     group.add_argument(
@@ -585,6 +592,7 @@ def _encoder(args: argparse.Namespace, model: str | None) -> Any:
         dtype=args.dtype,
         batch_size=args.batch_size,
         max_batch_tokens=getattr(args, "max_batch_tokens", None),
+        backend=args.inference_backend,
     )
 
 
@@ -619,7 +627,11 @@ def _reranker(args: argparse.Namespace) -> Any:
     from sbert_retrieval.reranking import CrossEncoderReranker
 
     return CrossEncoderReranker(
-        args.rerank, device=args.device, dtype=args.dtype, rerank_weight=args.rerank_weight
+        args.rerank,
+        device=args.device,
+        dtype=args.dtype,
+        rerank_weight=args.rerank_weight,
+        backend=args.inference_backend,
     )
 
 
@@ -764,6 +776,7 @@ def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
         model=args.model,
         device=args.device,
         dtype=args.dtype,
+        inference_backend=args.inference_backend,
         batch_size=args.batch_size,
         query_prefix=args.query_prefix,
         passage_prefix=args.passage_prefix,

@@ -35,6 +35,7 @@ from typing import Any
 from sbert_retrieval.errors import ModelNotFoundError
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MODEL",
     "DEFAULT_RERANKER",
     "POOLING_MODES",
@@ -51,6 +52,11 @@ __all__ = [
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "lasttoken")
+
+#: Inference backends: ``auto`` (measured: see
+#: :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`), ``torch`` or ``onnx`` (ONNX
+#: Runtime, float32, CPU; the ``[onnx]`` extra).
+BACKENDS = ("auto", "torch", "onnx")
 
 DEFAULT_RERANKER = "sbert-retrieval/reranker-minilm-l6"
 #: The checkout's folder of shipped models (beside the package: an editable install finds it).

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbert_retrieval.encoding.bi_encoder import _resolve_device, _resolve_dtype
+from sbert_retrieval.encoding.bi_encoder import _resolve_device, resolve_backend
+from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
@@ -27,6 +28,12 @@ def _saved_activation(config: dict[str, Any]) -> str | None:
     return {"sigmoid": "sigmoid", "identity": "identity", "softmax": "softmax"}.get(name)
 
 
+def _check_weight(weight: float) -> float:
+    if not 0 < weight <= 1:
+        raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
+    return weight
+
+
 class CrossEncoderReranker:
     """Scores (query, passage) pairs with a transformers sequence-classification checkpoint.
 
@@ -39,6 +46,8 @@ class CrossEncoderReranker:
         device: ``cpu``, ``cuda``, ``auto`` (default: CUDA when available).
         dtype: ``float32``, ``float16``, ``bfloat16`` or ``auto`` (fp16 on CUDA; on CPU bf16
             where the CPU computes it natively, else fp32: see ``cpu_native_bf16``).
+        backend: ``auto`` (default: torch), ``torch`` or ``onnx`` (ONNX Runtime, float32, CPU:
+            :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`).
         max_length: Tokens per pair, special tokens included (default: the tokenizer's limit).
             Longer pairs are truncated, longest side first, and counted in ``truncated``.
         batch_size: Pairs per forward pass (default 32).
@@ -47,9 +56,11 @@ class CrossEncoderReranker:
         label: With several labels, which one is the relevance score (index or name; default:
             the last, the "relevant"/"entailment" class by convention).
         rerank_weight: The reranker's share of a reranked hit's final score, blended with the
-            first stage's (:func:`~sbert_retrieval.retrieval.rerank_hits`), in (0, 1]. Default:
-            the weight the checkpoint recommends (``config.json`` ``sbert_retrieval.
-            rerank_weight``, chosen on dev when it was trained), else 1 (reranker order only).
+            first stage's (:func:`~sbert_retrieval.retrieval.rerank_hits`), in (0, 1], after
+            any first stage. Default: the weights the checkpoint recommends per first stage
+            (``config.json`` ``sbert_retrieval.rerank_weights``, e.g. ``{"dense": 0.6,
+            "hybrid": 0.3}``, chosen on dev when it was trained; ``rerank_weight`` there is
+            the one for any other stage), else 1 (reranker order only).
 
     Thread safety: :meth:`predict` and :meth:`score` are serialized by an internal lock.
     """
@@ -65,6 +76,7 @@ class CrossEncoderReranker:
         activation: str = "auto",
         label: int | str | None = None,
         rerank_weight: float | None = None,
+        backend: str = "auto",
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -76,12 +88,18 @@ class CrossEncoderReranker:
         self.device = _resolve_device(device)
         # auto on CPU: bfloat16 where native, as the bi-encoder (2.3x the float32 speed here;
         # scores move by ~0.01 and dev nDCG@10 by <= 0.003, BENCHMARKS.md).
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.backend, self.dtype = resolve_backend(backend, self.device, dtype)
+        # Reranking scores a query's top 20-100 long pairs at once, where ONNX Runtime measured
+        # no faster than torch (BENCHMARKS.md): auto reranks with torch alone.
+        self.backend = "torch" if self.backend == "torch+onnx" else self.backend
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
         self.model: Any = AutoModelForSequenceClassification.from_pretrained(
             str(self.path), dtype=self.dtype
         )
         self.model.to(self.device).eval()
+        self._onnx = (
+            OnnxModel(self.path, "sequence-classification") if self.backend == "onnx" else None
+        )
         config = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
         self.num_labels = int(self.model.config.num_labels)
         if activation == "auto":
@@ -90,11 +108,15 @@ class CrossEncoderReranker:
             )
         self.activation = activation
         self.label = self._label_index(label)
-        saved = (config.get("sbert_retrieval") or {}).get("rerank_weight")
-        weight = float(rerank_weight if rerank_weight is not None else saved or 1.0)
-        if not 0 < weight <= 1:
-            raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
+        ours = config.get("sbert_retrieval") or {}
+        weight = float(rerank_weight if rerank_weight is not None else ours.get("rerank_weight", 1))
+        _check_weight(weight)
         self.rerank_weight = weight
+        #: Recommended weight per first stage (empty when ``rerank_weight`` was given).
+        self.rerank_weights: dict[str, float] = {}
+        if rerank_weight is None:
+            for stage, value in (ours.get("rerank_weights") or {}).items():
+                self.rerank_weights[str(stage)] = _check_weight(float(value))
         # The tokenizer's limit can exceed the model's position table (e.g. 512 vs 128).
         limits = [int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512]
         positions = getattr(self.model.config, "max_position_embeddings", None)
@@ -112,6 +134,11 @@ class CrossEncoderReranker:
             str(getattr(self.tokenizer, "truncation_side", "right")),
         )
         self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
+
+    def rerank_weight_for(self, first_stage: str) -> float:
+        """The share of this reranker's score after ``first_stage`` (``dense``, ``lexical``,
+        ``hybrid``): the checkpoint's weight for that stage, else :attr:`rerank_weight`."""
+        return self.rerank_weights.get(first_stage, self.rerank_weight)
 
     def _label_index(self, label: int | str | None) -> int:
         if label is None:
@@ -170,7 +197,16 @@ class CrossEncoderReranker:
                         features["token_type_ids"] = host_types.to(
                             self.device, non_blocking=True
                         ).long()
-                    logits = self.model(**features).logits.float()
+                    if self._onnx is not None:
+                        logits = torch.from_numpy(
+                            self._onnx(
+                                features["input_ids"].numpy(),
+                                features["attention_mask"].numpy(),
+                                host_types.numpy() if self._uses_token_types else None,
+                            )
+                        )
+                    else:
+                        logits = self.model(**features).logits.float()
                     on_device[host_rows.to(self.device, non_blocking=True)] = self._activate(logits)
             scores[:] = on_device.cpu().numpy()
         return scores

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV
+from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV, ONNX_ENV
 from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
 
 # "auto" precision depends on the CPU (bfloat16 where it is native): the suite pins float32 so
 # its numbers are the same on every machine (subprocesses inherit it). Tests of the choice
 # itself set the variable themselves.
 os.environ[CPU_BF16_ENV] = "0"
+# Likewise "auto" takes ONNX Runtime where it is installed: pinned off (tests of it opt in).
+os.environ[ONNX_ENV] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOKENIZER_FILES = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -14,8 +15,10 @@ import torch
 
 from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, EngineConfig
 from sbert_retrieval.encoding.multi_device import MultiDeviceEncoder
+from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.models import (
+    BACKENDS,
     DEFAULT_MODEL,
     POOLING_MODES,
     EmbeddingSpec,
@@ -26,11 +29,26 @@ from sbert_retrieval.models import (
     resolve_model_path,
 )
 
-__all__ = ["CPU_BF16_ENV", "DTYPES", "BiEncoder", "TokenizedBatch", "cpu_native_bf16"]
+__all__ = [
+    "BACKENDS",
+    "CPU_BF16_ENV",
+    "DTYPES",
+    "ONNX_ENV",
+    "ONNX_SMALL_BATCH_TOKENS",
+    "BiEncoder",
+    "TokenizedBatch",
+    "cpu_native_bf16",
+]
+
+logger = logging.getLogger(__name__)
 
 #: ``0`` or ``1`` overrides :func:`cpu_native_bf16` (the test suite pins ``0``, so that its
 #: numbers do not depend on the machine; a user can force either choice).
 CPU_BF16_ENV = "SBERT_RETRIEVAL_CPU_BF16"
+#: ``0`` keeps ``backend="auto"`` off ONNX Runtime even where it is installed (the test suite
+#: pins it, so that its numbers do not depend on what is installed); ``backend="onnx"`` still
+#: works.
+ONNX_ENV = "SBERT_RETRIEVAL_ONNX"
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -97,6 +115,56 @@ def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
         ) from None
 
 
+#: Under ``auto``, a forward pass of at most this many tokens (texts × padded width) runs
+#: through ONNX Runtime, larger ones through torch. Measured with all-MiniLM-L6-v2 on a 2-core
+#: AMD EPYC (BENCHMARKS.md): one STSb sentence 3.4 ms (ONNX Runtime) against 5.6 (torch
+#: bfloat16) and 10.1 (torch float32), four 10.2 against 12.3; eight 19.2 against 16.2, and
+#: ONNX Runtime falls further behind as batches grow.
+ONNX_SMALL_BATCH_TOKENS = 128
+
+
+def resolve_backend(
+    backend: str, device: torch.device, dtype: str | None
+) -> tuple[str, torch.dtype]:
+    """The backend and compute dtype that ``backend`` and ``dtype`` mean on ``device``.
+
+    The backend is ``torch``, ``onnx`` (ONNX Runtime, float32, every forward pass) or
+    ``torch+onnx``: what ``auto`` picks on CPU with ``dtype`` auto where ONNX Runtime is
+    installed (and :data:`ONNX_ENV` is not ``0``): forward passes of at most
+    :data:`ONNX_SMALL_BATCH_TOKENS` tokens (queries) through ONNX Runtime, larger ones through
+    torch in bfloat16 where the CPU computes it natively, else float32. Otherwise ``auto`` is
+    torch (float16 on CUDA); an explicit ``dtype`` keeps it on torch.
+
+    Raises:
+        ValueError: An unknown backend, or ``onnx`` off the CPU, in another dtype than
+            float32, or without its extra installed.
+    """
+    from sbert_retrieval.encoding.onnx_backend import MISSING_EXTRA, onnx_runtime_available
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise ValueError(
+                f"the onnx backend runs on CPU only, not {device}; use backend='torch'"
+            )
+        if dtype not in (None, "auto", "float32", "fp32"):
+            raise ValueError(f"the onnx backend computes float32, not {dtype}; use backend='torch'")
+        if not onnx_runtime_available():
+            raise ValueError(MISSING_EXTRA)
+        return "onnx", torch.float32
+    resolved = _resolve_dtype(dtype, device)
+    if (
+        backend == "auto"
+        and device.type == "cpu"
+        and dtype in (None, "auto")
+        and os.environ.get(ONNX_ENV, "").strip() != "0"
+        and onnx_runtime_available()
+    ):
+        return "torch+onnx", resolved
+    return "torch", resolved
+
+
 class BiEncoder:
     """A Sentence-BERT bi-encoder on torch + transformers.
 
@@ -122,6 +190,11 @@ class BiEncoder:
             tokenizer workers, pinned memory, asynchronous copies): ``True`` or an
             :class:`EngineConfig` to use it, ``False`` for the plain loop, ``None`` (default)
             for the engine on CUDA only. :meth:`encode_stream` always uses it.
+        backend: ``auto`` (default: on CPU, queries through ONNX Runtime where installed and
+            the rest through torch: see :func:`resolve_backend`), ``torch`` or ``onnx`` (ONNX
+            Runtime in float32 on CPU for every forward pass, the graph exported here on first
+            use and cached; the ``[onnx]`` extra). The choice is :attr:`backend`; the torch
+            model is loaded either way (training and :attr:`model` use it).
 
     Thread safety: :meth:`encode` may be called from several threads; tokenization and each
     forward pass are serialized by an internal lock (the fast tokenizer is not re-entrant), so
@@ -140,6 +213,7 @@ class BiEncoder:
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
         engine: EngineConfig | bool | None = None,
+        backend: str = "auto",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -151,7 +225,7 @@ class BiEncoder:
         self.path: Path = resolve_model_path(model)
         config = load_model_config(self.path)
         self.device = _resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        self.backend, self.dtype = resolve_backend(backend, self.device, dtype)
         self.pooling = pooling or config.pooling
         self.normalize = config.normalize if normalize is None else normalize
         self.prompts = dict(config.prompts)
@@ -168,6 +242,11 @@ class BiEncoder:
         self.model: Any = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
         self.model.to(self.device).eval()
         self.dimension = int(self.model.config.hidden_size)
+        # backend onnx: the session now (a failed export is the caller's error); torch+onnx: on
+        # the first small forward pass, so bulk-only use (ingestion) never exports.
+        self._onnx: OnnxModel | None = None
+        if self.backend == "onnx":
+            self._onnx = OnnxModel(self.path, "feature-extraction")
         self._fingerprint = model_fingerprint(self.path)
         self._legacy_fingerprint = legacy_model_fingerprint(self.path)
         self._input_names = tuple(self.tokenizer.model_input_names)
@@ -431,6 +510,17 @@ class BiEncoder:
         result: np.ndarray = self._forward_tensors(input_ids, attention_mask).cpu().numpy()
         return result
 
+    def _small_batch_session(self) -> OnnxModel | None:
+        """``torch+onnx``'s session, made on first use (callers hold :attr:`_lock`); ``None``,
+        after one warning, where this checkpoint cannot be exported: torch then runs it all."""
+        if self._onnx is None and self.backend == "torch+onnx":
+            try:
+                self._onnx = OnnxModel(self.path, "feature-extraction")
+            except Exception as exc:  # an architecture torch cannot export: auto must not fail
+                logger.warning("%s: no ONNX export (%s); encoding with torch only", self.path, exc)
+                self.backend = "torch"
+        return self._onnx
+
     def _forward_tensors(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
@@ -439,9 +529,15 @@ class BiEncoder:
             "input_ids": input_ids,
             "attention_mask": attention_mask,
         }
-        if "token_type_ids" in self._input_names:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
-        states = self.model(**features).last_hidden_state
+        onnx = self._onnx if self.backend == "onnx" else None
+        if self.backend == "torch+onnx" and input_ids.numel() <= ONNX_SMALL_BATCH_TOKENS:
+            onnx = self._small_batch_session()
+        if onnx is not None:
+            states = torch.from_numpy(onnx(input_ids.cpu().numpy(), attention_mask.cpu().numpy()))
+        else:
+            if "token_type_ids" in self._input_names:
+                features["token_type_ids"] = torch.zeros_like(input_ids)
+            states = self.model(**features).last_hidden_state
         pooled = pool(states, attention_mask, self.pooling).float()
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)

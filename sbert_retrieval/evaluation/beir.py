@@ -53,6 +53,8 @@ class BeirResult:
         fusion: The hybrid fusion (``rrf`` or ``weighted``); ``None`` outside hybrid mode.
         precision: The passage encoder's compute dtype (``float32``, ``bfloat16``, ...): what
             ``dtype="auto"`` chose on this machine.
+        inference: The passage encoder's backend (``torch`` or ``onnx``): what
+            ``backend="auto"`` chose.
     """
 
     scores: RetrievalScores
@@ -69,6 +71,7 @@ class BeirResult:
     mode: str = "dense"
     fusion: str | None = None
     precision: str = "float32"
+    inference: str = "torch"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class BeirResult:
             "mode": self.mode,
             "fusion": self.fusion,
             "precision": self.precision,
+            "inference": self.inference,
             "metrics": dict(self.scores.metrics),
             **self.extra,
         }
@@ -233,6 +237,7 @@ def evaluate_beir(
         mode=mode,
         fusion=fusion if mode == "hybrid" else None,
         precision=str(encoder.dtype).removeprefix("torch."),
+        inference=encoder.backend,
     )
 
 

@@ -18,13 +18,15 @@ __all__ = ["StsResult", "cosine_scores", "evaluate_sts"]
 @dataclass(frozen=True)
 class StsResult:
     """Spearman and Pearson correlation of cosine similarity with gold scores; ``precision`` is
-    the encoder's compute dtype (what ``dtype="auto"`` chose on this machine)."""
+    the encoder's compute dtype and ``inference`` its backend (what ``dtype="auto"`` and
+    ``backend="auto"`` chose on this machine)."""
 
     spearman: float
     pearson: float
     pairs: int
     seconds: float
     precision: str = "float32"
+    inference: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
         """The CLI's JSON."""
@@ -34,6 +36,7 @@ class StsResult:
             "pairs": self.pairs,
             "seconds": round(self.seconds, 3),
             "precision": self.precision,
+            "inference": self.inference,
         }
 
 
@@ -62,4 +65,5 @@ def evaluate_sts(
         pairs=len(pairs),
         seconds=time.perf_counter() - started,
         precision=str(encoder.dtype).removeprefix("torch."),
+        inference=encoder.backend,
     )

@@ -113,6 +113,8 @@ class ServerConfig:
             all-MiniLM-L6-v2). Must be the index's weights.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default: CUDA when available).
         dtype: ``float32``, ``float16``, ``bfloat16`` or ``auto`` (default: auto).
+        inference_backend: Backend of the encoder and reranker: ``auto`` (default), ``torch``
+            or ``onnx`` (see :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`).
         batch_size: Texts per forward pass when ingesting, and most queries coalesced into one
             forward pass when searching (default 32).
         query_prefix: Query prefix of a new index (default: the model's ``query`` prompt); an
@@ -141,6 +143,7 @@ class ServerConfig:
     model: str | None = None
     device: str | None = None
     dtype: str | None = None
+    inference_backend: str = "auto"
     batch_size: int = 32
     query_prefix: str | None = None
     passage_prefix: str | None = None
@@ -434,7 +437,11 @@ class _Service:
             )
         model = config.model or (existing.model if existing is not None else DEFAULT_MODEL)
         self.encoder = encoder or BiEncoder(
-            model, device=config.device, dtype=config.dtype, batch_size=config.batch_size
+            model,
+            device=config.device,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            backend=config.inference_backend,
         )
         if existing is not None:
             query_prefix, passage_prefix = existing.query_prefix, existing.passage_prefix
@@ -468,6 +475,7 @@ class _Service:
                     device=config.device,
                     dtype=config.dtype,
                     rerank_weight=config.rerank_weight,
+                    backend=config.inference_backend,
                 )
         except BaseException:
             self.store.close()

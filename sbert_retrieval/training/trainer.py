@@ -916,6 +916,8 @@ class BiEncoderTrainer(_Trainer[BiEncoder]):
             max_seq_length=config.max_seq_length,
             batch_size=config.batch_size,
             engine=evaluation_engine(self.device),
+            # Evaluators encode with the weights being trained: never an exported copy.
+            backend="torch",
         )
         self.query_prefix, self.passage_prefix = default_prefixes(
             self.encoder.prompts, query_prefix, passage_prefix
