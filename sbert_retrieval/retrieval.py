@@ -34,6 +34,7 @@ __all__ = [
     "default_candidates",
     "lexical_records",
     "rerank_hits",
+    "rerank_weight_after",
     "search_records",
 ]
 
@@ -111,8 +112,10 @@ class Reranker(Protocol):
     """Anything that scores (query, passage) pairs, higher = more relevant.
 
     A reranker may also carry ``rerank_weight`` (a float in (0, 1]): the share of its score in
-    the final one, interpolated with the first stage's (see :func:`rerank_hits`); without the
-    attribute the order is the reranker's alone.
+    the final one, interpolated with the first stage's (see :func:`rerank_hits`), and
+    ``rerank_weight_for(first_stage)``, that share for one first stage (``dense``, ``lexical``,
+    ``hybrid``: their scores are spread differently); without either the order is the
+    reranker's alone.
     """
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
@@ -204,13 +207,26 @@ def default_candidates(k: int) -> int:
     return max(100, 4 * k)
 
 
-def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> list[Hit]:
+def rerank_weight_after(reranker: Reranker, first_stage: str = "dense") -> float:
+    """The reranker's share of the final score after ``first_stage`` (see :class:`Reranker`):
+    its ``rerank_weight_for(first_stage)``, else its ``rerank_weight``, else 1."""
+    weight_for = getattr(reranker, "rerank_weight_for", None)
+    if callable(weight_for):
+        return float(weight_for(first_stage))
+    return float(getattr(reranker, "rerank_weight", 1.0))
+
+
+def rerank_hits(
+    reranker: Reranker, query: str, hits: list[Hit], depth: int, *, first_stage: str = "dense"
+) -> list[Hit]:
     """Reorder the first ``depth`` hits by ``reranker`` scores; the rest keep their order after.
 
     Each reranked hit's ``rerank_score`` becomes the reranker's score and its ``score`` the
-    final one: the reranker's score itself, or, when the reranker has a ``rerank_weight`` w
-    below 1, ``w × min-max(rerank scores) + (1 − w) × min-max(first-stage scores)`` over the
-    reranked candidates (so in [0, 1]). ``first_stage_score`` keeps the first stage's score.
+    final one: the reranker's score itself, or, when the reranker's weight w after
+    ``first_stage`` (:func:`rerank_weight_after`; ``dense``, ``lexical`` or ``hybrid``, default
+    ``dense``) is below 1, ``w × min-max(rerank scores) + (1 − w) × min-max(first-stage
+    scores)`` over the reranked candidates (so in [0, 1]). ``first_stage_score`` keeps the
+    first stage's score.
 
     Raises:
         ValueError: The reranker returned a different number of scores.
@@ -226,7 +242,7 @@ def rerank_hits(reranker: Reranker, query: str, hits: list[Hit], depth: int) -> 
             f"the reranker returned {len(scores)} scores for {len(candidates)} passages"
         )
     final = [float(s) for s in scores]
-    weight = float(getattr(reranker, "rerank_weight", 1.0))
+    weight = rerank_weight_after(reranker, first_stage)
     if weight < 1:
         final = interpolate_scores([h.score for h in candidates], final, weight)
     reranked = [
@@ -413,7 +429,7 @@ class Retriever:
             ]
         if self.reranker is not None:
             results = [
-                rerank_hits(self.reranker, q, hits, self.rerank_depth)
+                rerank_hits(self.reranker, q, hits, self.rerank_depth, first_stage=self.mode)
                 for q, hits in zip(queries, results, strict=True)
             ]
         return [hits[:k] for hits in results]

@@ -2,8 +2,9 @@
 
     python scripts/reranker_dev.py --reranker runs/reranker-minilm-l6 [--write] [--dtype auto]
 
-Dev sets (no test split is read), each reranking the dense first stage (all-MiniLM-L6-v2, the
-product default, exact top ``--depth``):
+Dev sets (no test split is read), each reranking a first stage's top ``--depth``: ``--first-stage
+dense`` (default; all-MiniLM-L6-v2, the product default, exact) or ``hybrid`` (that dense top 100
+and BM25's top 100 fused by reciprocal rank, k 60, as ``--mode hybrid`` does):
 
 * WikiQA dev in the BEIR view (126 questions over its 1,119 candidate sentences);
 * the SciFact train claims the recipe held out (same seed and share as training);
@@ -12,8 +13,9 @@ product default, exact top ``--depth``):
 
 Each reranker score set is computed once; the weight grid (0.1 … 1, where 1 is pure reranking)
 interpolates it with the first stage's scores. The weight with the best mean nDCG@10 over the
-three sets is recommended; ``--write`` records it in the model's config.json, where
-``CrossEncoderReranker`` reads its default. Results go to ``--out`` as JSON.
+three sets is recommended for that first stage; ``--write`` records it in the model's
+config.json (``sbert_retrieval.rerank_weights``), where ``CrossEncoderReranker`` reads its
+default. Results go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -35,14 +37,17 @@ def main() -> None:
     parser.add_argument("--reranker", required=True, help="model directory or name")
     parser.add_argument("--dtype", default="auto", help="reranker dtype (default auto)")
     parser.add_argument("--depth", type=int, default=100, help="candidates reranked (100)")
+    parser.add_argument("--first-stage", choices=("dense", "hybrid"), default="dense")
     parser.add_argument("--squad-queries", type=int, default=500)
     parser.add_argument("--squad-depth", type=int, default=30)
     parser.add_argument("--seed", type=int, default=42, help="the recipe's seed (42)")
     parser.add_argument("--write", action="store_true", help="record the chosen weight")
-    parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / f"reranker-dev-{date.today()}.json")
-    )
+    parser.add_argument("--out", help="results JSON (default: benchmarks/results/)")
     args = parser.parse_args()
+    stage = "" if args.first_stage == "dense" else f"-{args.first_stage}"
+    out = Path(
+        args.out or ROOT / "benchmarks" / "results" / f"reranker-dev{stage}-{date.today()}.json"
+    )
 
     from sbert_retrieval.encoding import BiEncoder
     from sbert_retrieval.models import cache_dir, default_prefixes
@@ -52,8 +57,10 @@ def main() -> None:
         Candidates,
         FirstStageRerankingEvaluator,
         RerankerRecipe,
+        bm25_candidates,
         choose_rerank_weight,
         dense_candidates,
+        hybrid_candidates,
         load_answer_selection_retrieval,
         recommend_rerank_weight,
         scifact_dev_split,
@@ -63,14 +70,18 @@ def main() -> None:
     query_prefix, passage_prefix = default_prefixes(encoder.prompts)
 
     def first_stage(data: RetrievalData, depth: int) -> Candidates:
-        return dense_candidates(
+        # Hybrid fuses each branch's top 100 (the retriever's default branch depth at k 10).
+        dense = dense_candidates(
             encoder,
             data,
-            depth,
+            depth if args.first_stage == "dense" else max(depth, 100),
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
             cache_dir=cache_dir() / "embeddings",
         )
+        if args.first_stage == "dense":
+            return dense
+        return hybrid_candidates(dense, bm25_candidates(data, max(depth, 100)), depth)
 
     wikiqa = load_answer_selection_retrieval(SHARED_DATA, "wikiqa", "dev")
     _, scifact = scifact_dev_split(
@@ -95,18 +106,19 @@ def main() -> None:
     report = {
         "reranker": str(reranker.path),
         "precision": str(reranker.dtype).removeprefix("torch."),
+        "first_stage": args.first_stage,
         "chosen_rerank_weight": weight,
         "dev": per_set,
         "seconds": round(time.perf_counter() - started, 1),
         "settings": vars(args),
         "machine": machine(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({"chosen_rerank_weight": weight, "dev": per_set}, indent=1))
     if args.write:
-        recommend_rerank_weight(reranker.path, weight)
-        print(f"recorded rerank_weight {weight} in {reranker.path / 'config.json'}")
+        recommend_rerank_weight(reranker.path, weight, first_stage=args.first_stage)
+        print(f"recorded the {args.first_stage} rerank weight {weight} in {reranker.path}")
 
 
 if __name__ == "__main__":

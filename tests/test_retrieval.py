@@ -10,8 +10,9 @@ import pytest
 from sbert_retrieval.chunking import ChunkingConfig
 from sbert_retrieval.documents import Document
 from sbert_retrieval.errors import ModelMismatchError
+from sbert_retrieval.fusion import interpolate_scores
 from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
-from sbert_retrieval.retrieval import Hit, Retriever
+from sbert_retrieval.retrieval import Hit, Retriever, rerank_weight_after
 from sbert_retrieval.stores import ExactStore, HnswStore
 
 DOCS = [
@@ -134,6 +135,39 @@ def test_a_rerank_weight_blends_both_stages_min_max(tiny_encoder, indexed) -> No
         assert hit.score == pytest.approx(expected[hit.point_id], abs=1e-6)
         assert hit.rerank_score == overlap[[h.point_id for h in plain].index(hit.point_id)]
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+class StageWeightedOverlapReranker(KeywordOverlapReranker):
+    """The keyword reranker with a share of the final score per first stage."""
+
+    def rerank_weight_for(self, first_stage: str) -> float:
+        return {"dense": 1.0, "hybrid": 0.25}[first_stage]
+
+
+def test_the_rerank_weight_follows_the_first_stage(tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]
+    query = "bonds rallied investors"
+    reranker = StageWeightedOverlapReranker()
+    # Dense: weight 1, the reranker's order and scores alone.
+    dense = Retriever(tiny_encoder, indexed, reranker=reranker, rerank_depth=6).search(query, k=6)
+    assert all(h.score == h.rerank_score for h in dense)
+    # Hybrid: weight 0.25 over the fused (RRF) scores.
+    plain = Retriever(tiny_encoder, indexed, mode="hybrid").search(query, k=6)
+    hits = Retriever(
+        tiny_encoder, indexed, mode="hybrid", reranker=reranker, rerank_depth=6
+    ).search(query, k=6)
+    expected = dict(
+        zip(
+            [h.point_id for h in plain],
+            interpolate_scores(
+                [h.score for h in plain], reranker.score(query, [h.text for h in plain]), 0.25
+            ),
+            strict=True,
+        )
+    )
+    assert {h.point_id: h.score for h in hits} == pytest.approx(expected)
+    assert rerank_weight_after(reranker, "hybrid") == 0.25
+    assert rerank_weight_after(KeywordOverlapReranker(), "hybrid") == 1.0
+    assert rerank_weight_after(WeightedOverlapReranker(), "hybrid") == 0.5
 
 
 def test_retriever_refuses_another_model(tmp_path, tiny_encoder, indexed) -> None:  # type: ignore[no-untyped-def]

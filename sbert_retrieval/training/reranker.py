@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from sbert_retrieval.fusion import interpolate_scores
+from sbert_retrieval.fusion import DEFAULT_RRF_K, interpolate_scores, reciprocal_rank_fusion
 from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
+from sbert_retrieval.retrieval import MODES
 from sbert_retrieval.training.data import (
     GroupExample,
     PairExample,
@@ -53,6 +54,7 @@ __all__ = [
     "bm25_candidates",
     "choose_rerank_weight",
     "dense_candidates",
+    "hybrid_candidates",
     "load_answer_selection_retrieval",
     "load_squad_sentences",
     "recommend_rerank_weight",
@@ -214,6 +216,25 @@ def bm25_candidates(data: RetrievalData, depth: int) -> Candidates:
         }
     finally:
         index.close()
+
+
+def hybrid_candidates(
+    dense: Candidates, lexical: Candidates, depth: int, *, rrf_k: int = DEFAULT_RRF_K
+) -> Candidates:
+    """The hybrid first stage: each query's ``dense`` and ``lexical`` candidates fused by
+    reciprocal rank (``Σ 1 / (rrf_k + rank)``, as the store's ``hybrid_search``), top ``depth``.
+
+    Thread safety: pure function.
+    """
+    return {
+        qid: [
+            (item.key, item.score)
+            for item in reciprocal_rank_fusion(
+                [dense.get(qid, []), lexical.get(qid, [])], rrf_k=rrf_k
+            )[:depth]
+        ]
+        for qid in dict.fromkeys([*dense, *lexical])
+    }
 
 
 def training_groups(
@@ -640,17 +661,26 @@ def choose_rerank_weight(
     return float(best), per_set
 
 
-def recommend_rerank_weight(model_dir: str | os.PathLike[str], weight: float) -> None:
-    """Record ``weight`` in the model's ``config.json`` (``sbert_retrieval.rerank_weight``),
-    where :class:`~sbert_retrieval.reranking.CrossEncoderReranker` reads its default.
+def recommend_rerank_weight(
+    model_dir: str | os.PathLike[str], weight: float, *, first_stage: str = "dense"
+) -> None:
+    """Record ``weight`` in the model's ``config.json`` as its recommended weight after
+    ``first_stage`` (``sbert_retrieval.rerank_weights``), where
+    :class:`~sbert_retrieval.reranking.CrossEncoderReranker` reads its defaults. The dense
+    one is also ``sbert_retrieval.rerank_weight``, the weight for stages without their own.
 
     Thread safety: rewrites one file; not concurrently with a reader loading the model.
     """
     if not 0 < weight <= 1:
         raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
+    if first_stage not in MODES:
+        raise ValueError(f"unknown first stage {first_stage!r}; valid: {', '.join(MODES)}")
     path = Path(model_dir) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config.setdefault("sbert_retrieval", {})["rerank_weight"] = float(weight)
+    ours = config.setdefault("sbert_retrieval", {})
+    ours.setdefault("rerank_weights", {})[first_stage] = float(weight)
+    if first_stage == "dense":
+        ours["rerank_weight"] = float(weight)
     partial = path.with_suffix(".json.partial")
     partial.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     partial.replace(path)

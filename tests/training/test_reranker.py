@@ -15,6 +15,7 @@ from sbert_retrieval.training.reranker import (
     FirstStageRerankingEvaluator,
     bm25_candidates,
     dense_candidates,
+    hybrid_candidates,
     load_answer_selection_retrieval,
     load_squad_sentences,
     split_sentences,
@@ -103,6 +104,16 @@ def test_bm25_candidates_rank_as_the_reference() -> None:
         for doc, score in found[qid]:
             assert score == pytest.approx(expected[ids.index(doc)], rel=1e-5)
         assert [s for _, s in found[qid]] == sorted((s for _, s in found[qid]), reverse=True)
+
+
+def test_hybrid_candidates_fuse_both_branches_by_reciprocal_rank() -> None:
+    dense = {"q1": [("a", 0.9), ("b", 0.8), ("c", 0.1)]}
+    lexical = {"q1": [("c", 7.0), ("d", 3.0)], "q2": [("e", 1.0)]}
+    found = hybrid_candidates(dense, lexical, 3, rrf_k=1)
+    # q1: a 1/2, b 1/3, c 1/4 + 1/2, d 1/3 (b ranks before d: its best rank came first).
+    assert found["q1"] == [("c", 0.75), ("a", 0.5), ("b", pytest.approx(1 / 3))]
+    assert found["q2"] == [("e", 0.5)]
+    assert list(found) == ["q1", "q2"]
 
 
 def test_dense_candidates_are_the_exact_cosine_ranking(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
@@ -313,3 +324,13 @@ def test_choose_rerank_weight_picks_the_best_mean_and_is_recorded(
     assert CrossEncoderReranker(model, device="cpu", rerank_weight=1.0).rerank_weight == 1.0
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
         recommend_rerank_weight(model, 0.0)
+
+    # A weight chosen after another first stage is that stage's; the dense one covers the rest.
+    recommend_rerank_weight(model, 0.3, first_stage="hybrid")
+    reranker = CrossEncoderReranker(model, device="cpu")
+    assert reranker.rerank_weight_for("hybrid") == 0.3
+    assert reranker.rerank_weight_for("dense") == reranker.rerank_weight_for("lexical") == 0.4
+    given = CrossEncoderReranker(model, device="cpu", rerank_weight=0.9)
+    assert given.rerank_weight_for("hybrid") == given.rerank_weight_for("dense") == 0.9
+    with pytest.raises(ValueError, match="unknown first stage 'sparse'; valid: dense, lexical"):
+        recommend_rerank_weight(model, 0.5, first_stage="sparse")
