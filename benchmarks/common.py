@@ -90,6 +90,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    info["cpu_flags"] = cpu_flags()["simd"]  # every figure names the SIMD it ran on
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
