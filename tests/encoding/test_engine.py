@@ -215,7 +215,6 @@ def test_a_task_carries_its_texts_not_the_tokenizer(
     assert max(sizes) < tokenizer_bytes / 10
 
 
-
 def test_a_cuda_worker_takes_its_device_before_it_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker for cuda:N makes cuda:N current first (streams, events, allocations)."""
     import queue
