@@ -105,6 +105,7 @@ def start_server(args: argparse.Namespace, api_key: str, log: Path) -> tuple[Any
         command += ["--torch-threads", str(args.torch_threads)]
     if args.dtype:
         command += ["--dtype", args.dtype]
+    command += ["--inference-backend", args.inference_backend]
     handle = log.open("wb")
     process = subprocess.Popen(
         command,
@@ -211,6 +212,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--dtype", default=None, help="service's compute dtype (default: the service's auto)"
+    )
+    parser.add_argument(
+        "--inference-backend", default="auto", help="service's encoder backend (default auto)"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")

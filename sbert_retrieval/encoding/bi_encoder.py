@@ -526,19 +526,27 @@ class BiEncoder:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Pooled (and normalized) float32 vectors, left on the model's device."""
-        features: dict[str, torch.Tensor] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-        }
         onnx = self._onnx if self.backend == "onnx" else None
         if self.backend == "torch+onnx" and input_ids.numel() <= ONNX_SMALL_BATCH_TOKENS:
             onnx = self._small_batch_session()
-        if onnx is not None:
-            states = torch.from_numpy(onnx(input_ids.cpu().numpy(), attention_mask.cpu().numpy()))
-        else:
-            if "token_type_ids" in self._input_names:
-                features["token_type_ids"] = torch.zeros_like(input_ids)
-            states = self.model(**features).last_hidden_state
+        if onnx is None:
+            return self.embed_tensors(input_ids, attention_mask)
+        states = torch.from_numpy(onnx(input_ids.cpu().numpy(), attention_mask.cpu().numpy()))
+        return self._pool(states, attention_mask)
+
+    def embed_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The torch model's pooled (and normalized) float32 vectors of padded ids, on its
+        device: the one forward pass that encoding and training share (the trainer calls it
+        with gradients on). ``input_ids`` and ``attention_mask``: ``(batch, width)`` int64.
+
+        Thread safety: not thread-safe by itself (:meth:`encode` calls it under its lock).
+        """
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        return self._pool(self.model(**features).last_hidden_state, attention_mask)
+
+    def _pool(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pooled = pool(states, attention_mask, self.pooling).float()
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)

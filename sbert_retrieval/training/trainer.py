@@ -40,7 +40,6 @@ from torch import Tensor, nn
 
 from sbert_retrieval.encoding.bi_encoder import BiEncoder, _resolve_device, cpu_native_bf16
 from sbert_retrieval.encoding.engine import EngineConfig
-from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.models import default_prefixes
 from sbert_retrieval.reranking import CrossEncoderReranker
 from sbert_retrieval.training.data import (
@@ -931,7 +930,6 @@ class BiEncoderTrainer(_Trainer[BiEncoder]):
         self.loss = loss
         self._no_duplicates = isinstance(loss, MultipleNegativesRankingLoss)
         self._check_examples()
-        self._input_names = tuple(self.encoder.tokenizer.model_input_names)
 
     def _check_examples(self) -> None:
         loss = self.loss
@@ -1002,16 +1000,9 @@ class BiEncoderTrainer(_Trainer[BiEncoder]):
             max_length=self.encoder.max_seq_length,
             return_tensors="pt",
         )
-        input_ids = encoded["input_ids"].to(self.device)
-        attention_mask = encoded["attention_mask"].to(self.device)
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
-        states = self.encoder.model(**features).last_hidden_state
-        pooled = pool(states, attention_mask, self.encoder.pooling).float()
-        if self.encoder.normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled
+        return self.encoder.embed_tensors(
+            encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
+        )
 
     def _batch_loss(self, batch: Sequence[Example]) -> Tensor:
         if isinstance(batch[0], PairExample):
@@ -1089,6 +1080,7 @@ class CrossEncoderTrainer(_Trainer[CrossEncoderReranker]):
             max_length=config.max_seq_length,
             batch_size=config.batch_size,
             activation="sigmoid",
+            backend="torch",  # evaluators score with the weights being trained
         )
         if self.reranker.num_labels != 1:
             raise ValueError(
