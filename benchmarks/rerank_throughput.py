@@ -2,7 +2,7 @@
 
     # this CPU: p50 latency of reranking one query's top 20 (SciFact train claims x abstracts),
     # ours at auto precision against sentence-transformers in float32 (its default)
-    python benchmarks/rerank_throughput.py --model default --dtype auto --queries 40 [--compile]
+    python benchmarks/rerank_throughput.py --model default --dtype auto --queries 40
     # H100: pairs/s over 20k (claim, ~200-token abstract) pairs, both in fp16
     python benchmarks/rerank_throughput.py --model MODEL --device cuda --dtype float16 \\
         --reference-dtype float16 --throughput-pairs 20000 --batch-size 256 --queries 0
@@ -58,9 +58,6 @@ def main() -> None:
     parser.add_argument("--throughput-pairs", type=int, default=0, help="0: skip")
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument(
-        "--compile", action="store_true", help="ours through torch.compile (after warm-up)"
-    )
-    parser.add_argument(
         "--retriever",
         default="sentence-transformers/all-MiniLM-L6-v2",
         help="bi-encoder that picks each claim's top passages",
@@ -82,7 +79,6 @@ def main() -> None:
         dtype=args.dtype,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        compile=args.compile,
     )
     # The anchor runs as its users run it: float32 unless --reference-dtype says otherwise.
     reference = CrossEncoder(
@@ -104,7 +100,7 @@ def main() -> None:
     if args.queries:
         latency: dict[str, list[float]] = {"ours": [], "sentence_transformers": []}
         max_diff = 0.0
-        ours.predict(groups[0])  # warm-up (and, with --compile, the compile)
+        ours.predict(groups[0])  # warm-up
         ours.predict(groups[min(1, len(groups) - 1)][:7])  # another shape
         reference.predict(groups[0], batch_size=args.batch_size)
         for n, pairs in enumerate(groups[: args.queries]):

@@ -48,10 +48,6 @@ class CrossEncoderReranker:
             where the CPU computes it natively, else fp32: see ``cpu_native_bf16``).
         backend: ``auto`` (default: torch), ``torch`` or ``onnx`` (ONNX Runtime, float32, CPU:
             :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`).
-        compile: Run the torch model through ``torch.compile`` (default ``False``): ~15% less
-            time per rerank on a 2-core CPU in bfloat16, after a one-off compile of ~30 s on
-            the first call (needs a C++ compiler on CPU); worth it in a long-running service.
-            Ignored by the onnx backend.
         max_length: Tokens per pair, special tokens included (default: the tokenizer's limit).
             Longer pairs are truncated, longest side first, and counted in ``truncated``.
         batch_size: Pairs per forward pass (default 32).
@@ -81,7 +77,6 @@ class CrossEncoderReranker:
         label: int | str | None = None,
         rerank_weight: float | None = None,
         backend: str = "auto",
-        compile: bool = False,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -102,14 +97,6 @@ class CrossEncoderReranker:
             str(self.path), dtype=self.dtype
         )
         self.model.to(self.device).eval()
-        # torch.compile (inductor, shapes dynamic): ~15% faster on CPU after a one-off ~30 s
-        # compile on the first predict; for long-running services (BENCHMARKS.md).
-        self._forward: Any = (
-            torch.compile(self.model, dynamic=True)
-            if compile and self.backend == "torch"
-            else self.model
-        )
-        self.compiled = bool(compile and self.backend == "torch")
         self._onnx = (
             OnnxModel(self.path, "sequence-classification") if self.backend == "onnx" else None
         )
@@ -219,7 +206,7 @@ class CrossEncoderReranker:
                             )
                         )
                     else:
-                        logits = self._forward(**features).logits.float()
+                        logits = self.model(**features).logits.float()
                     on_device[host_rows.to(self.device, non_blocking=True)] = self._activate(logits)
             scores[:] = on_device.cpu().numpy()
         return scores

@@ -48,18 +48,6 @@ def test_scores_equal_sentence_transformers(tmp_path: Path, num_labels: int) -> 
     assert ours.truncated == 1
 
 
-def test_compiled_scores_equal_eager_ones(tmp_path: Path) -> None:
-    model_dir = build_cross_encoder(tmp_path / "ce")
-    eager = CrossEncoderReranker(model_dir, device="cpu", dtype="float32", max_length=128)
-    compiled = CrossEncoderReranker(
-        model_dir, device="cpu", dtype="float32", max_length=128, compile=True
-    )
-    assert compiled.compiled and not eager.compiled
-    # Two calls of other shapes: the compiled graph is dynamic, not one batch's.
-    for pairs in (PAIRS, PAIRS[:2]):
-        np.testing.assert_allclose(compiled.predict(pairs), eager.predict(pairs), atol=1e-5)
-
-
 def test_score_follows_the_reranker_protocol(tmp_path: Path) -> None:
     reranker = CrossEncoderReranker(build_cross_encoder(tmp_path / "ce"), device="cpu")
     scores = reranker.score("q", ["a", "b", "c"])
