@@ -14,6 +14,7 @@ Install with ``pip install 'sbert-retrieval[onnx]'`` (onnxruntime and onnx).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
@@ -99,7 +100,9 @@ def _export(checkpoint: Path, task: str, out: Path) -> None:
     loader: Any = AutoModel if task == "feature-extraction" else AutoModelForSequenceClassification
     model = loader.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
     made = AutoTokenizer.from_pretrained(str(checkpoint)).model_input_names
-    names = [n for n in _INPUTS if n in made]
+    # What the tokenizer makes and the model takes (MPNet takes no token_type_ids).
+    accepted = inspect.signature(model.forward).parameters
+    names = [n for n in _INPUTS if n in made and n in accepted]
     output = "last_hidden_state" if task == "feature-extraction" else "logits"
 
     class Graph(torch.nn.Module):

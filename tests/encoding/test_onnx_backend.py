@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,33 @@ def test_onnx_vectors_match_torch_and_sentence_transformers(tmp_path: Path, pool
     torch_fp32 = BiEncoder(model_dir, device="cpu", backend="torch", dtype="float32")
     reference = SentenceTransformer(str(model_dir), device="cpu").encode(TEXTS)
     np.testing.assert_allclose(got, torch_fp32.encode(TEXTS), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, reference, atol=1e-5, rtol=0)
+
+
+def test_an_mpnet_checkpoint_exports_too(tmp_path: Path) -> None:
+    # all-mpnet-base-v2's architecture: relative position buckets, no token_type_ids input.
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from tests.conftest import tiny_transformer_settings
+
+    bert = build_tiny_model(tmp_path / "bert")
+    model_dir = tmp_path / "mpnet"
+    torch.manual_seed(0)
+    MPNetModel(
+        MPNetConfig(**tiny_transformer_settings(max_position_embeddings=130))
+    ).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(
+        str(bert), model_input_names=["input_ids", "attention_mask"]
+    ).save_pretrained(model_dir)
+    for name in ("modules.json", "sentence_bert_config.json", "1_Pooling", "2_Normalize"):
+        source = bert / name
+        if source.is_dir():
+            shutil.copytree(source, model_dir / name)
+        elif source.exists():
+            shutil.copy(source, model_dir / name)
+    got = BiEncoder(model_dir, device="cpu", backend="onnx").encode(TEXTS, batch_size=2)
+    reference = SentenceTransformer(str(model_dir), device="cpu").encode(TEXTS)
     np.testing.assert_allclose(got, reference, atol=1e-5, rtol=0)
 
 
