@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbert_retrieval.encoding.batching import OutOfMemoryPolicy, batch_bounds, longest_first
 from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, EngineConfig
 from sbert_retrieval.encoding.multi_device import MultiDeviceEncoder
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
@@ -234,8 +235,8 @@ class BiEncoder:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        # Lowered after an out-of-memory error, so later batches do not fail the same way.
-        self._oom_batch_cap: int | None = None
+        # Lowers the batch size after an out-of-memory error (shared with the engine).
+        self._oom = OutOfMemoryPolicy(self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.path} has no fast tokenizer (tokenizer.json); one is required")
@@ -446,29 +447,15 @@ class BiEncoder:
             out[order] = vectors
         return out
 
-    def _batch_bounds(self, lengths: np.ndarray, size: int) -> list[tuple[int, int]]:
-        """``[start, end)`` ranges over length-sorted texts, capped by count and token budget."""
-        bounds: list[tuple[int, int]] = []
-        start = 0
-        while start < len(lengths):
-            # Sorted longest first: the batch's width is its first text's length.
-            count = size
-            if self.max_batch_tokens is not None:
-                count = min(count, max(1, self.max_batch_tokens // max(int(lengths[start]), 1)))
-            bounds.append((start, min(start + count, len(lengths))))
-            start += count
-        return bounds
-
     def _iter_batches(
         self, input_ids: list[list[int]], batch_size: int | None, show_progress: bool
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        size = batch_size or self.batch_size
-        if self._oom_batch_cap is not None:
-            size = min(size, self._oom_batch_cap)
+        size = self._oom.size(batch_size or self.batch_size)
         lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
-        # Longest first, so padding is minimal and an out-of-memory shows up on the first batch.
-        order = np.argsort(-lengths, kind="stable")
-        bounds: Iterable[tuple[int, int]] = self._batch_bounds(lengths[order], size)
+        order = longest_first(lengths)
+        bounds: Iterable[tuple[int, int]] = batch_bounds(
+            lengths[order], size, self.max_batch_tokens
+        )
         if show_progress:
             from tqdm.auto import tqdm
 
@@ -479,25 +466,13 @@ class BiEncoder:
                 # Locked per forward pass, not per call: a query encoded while a long ingest is
                 # encoding waits for one batch, not for the whole ingest.
                 with self._lock:
-                    vectors = self._forward_splitting([input_ids[i] for i in batch_order])
+                    vectors = self._forward_halving([input_ids[i] for i in batch_order])
                 yield batch_order, vectors
 
-    def _forward_splitting(self, batch: list[list[int]]) -> np.ndarray:
-        """:meth:`_forward`, halving the batch on out-of-memory until one text is left."""
-        try:
-            return self._forward(batch)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        half = len(batch) // 2
-        self._oom_batch_cap = (
-            half if self._oom_batch_cap is None else min(self._oom_batch_cap, half)
-        )
-        return np.concatenate(
-            [self._forward_splitting(batch[:half]), self._forward_splitting(batch[half:])]
-        )
+    def _forward_halving(self, batch: list[list[int]]) -> np.ndarray:
+        """:meth:`_forward`, halved on out-of-memory (:class:`OutOfMemoryPolicy`)."""
+        parts = self._oom.run(0, len(batch), lambda start, end: [self._forward(batch[start:end])])
+        return np.concatenate(parts)
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         width = max(len(ids) for ids in batch)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from sbert_retrieval.encoding.batching import batch_bounds, longest_first
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer
 
 if TYPE_CHECKING:
@@ -302,11 +303,11 @@ class EncodingEngine:
     def _collate(self, tokenized: _TokenizedChunk, batch_size: int) -> _CollatedChunk:
         lengths = tokenized.lengths
         offsets = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype(np.int64)
-        # Longest first, as BiEncoder.encode does: padding is minimal and an out-of-memory error
-        # shows up on the first batch.
-        order = np.argsort(-lengths, kind="stable")
-        bounds = self.encoder._batch_bounds(
-            lengths[order].astype(np.int64), self._batch_size(batch_size)
+        order = longest_first(lengths)
+        bounds = batch_bounds(
+            lengths[order].astype(np.int64),
+            self.encoder._oom.size(batch_size),
+            self.encoder.max_batch_tokens,
         )
         batches = []
         pad_id = self.encoder._pad_id
@@ -322,10 +323,6 @@ class EncodingEngine:
                 batch_lengths = batch_lengths.pin_memory()
             batches.append(_Batch(rows, ids, batch_lengths))
         return _CollatedChunk(len(lengths), tokenized.truncated, batches)
-
-    def _batch_size(self, size: int) -> int:
-        cap = self.encoder._oom_batch_cap
-        return size if cap is None else min(size, cap)
 
     # -- stage 3: forward and copy back ------------------------------------------------------
     def _consume(
@@ -375,36 +372,34 @@ class EncodingEngine:
     def _launch(
         self, chunk: _PendingChunk, rows: np.ndarray, ids: torch.Tensor, lengths: torch.Tensor
     ) -> list[_Inflight]:
-        """Start one batch; on out-of-memory, halve it (recursively) rather than fail."""
+        """Start one batch; on out-of-memory, its halves (recursively) rather than fail."""
+
+        def forward(start: int, end: int) -> list[_Inflight]:
+            width = int(lengths[start:end].max())
+            part = rows[start:end], ids[start:end, :width], lengths[start:end]
+            return [self._launch_one(chunk, *part)]
+
+        def split() -> None:
+            chunk.remaining += 1  # two halves replace one batch: the chunk waits for one more
+
+        return self.encoder._oom.run(0, len(rows), forward, split)
+
+    def _launch_one(
+        self, chunk: _PendingChunk, rows: np.ndarray, ids: torch.Tensor, lengths: torch.Tensor
+    ) -> _Inflight:
         encoder = self.encoder
-        try:
-            with encoder._lock:
-                device_ids = ids.to(encoder.device, non_blocking=True)
-                device_lengths = lengths.to(encoder.device, non_blocking=True)
-                width = device_ids.shape[1]
-                mask = torch.arange(width, device=encoder.device)[None, :] < device_lengths[:, None]
-                pooled = encoder._forward_tensors(device_ids.long(), mask.long())
-                if not self._cuda:
-                    return [_Inflight(chunk, rows, pooled)]
-                host = torch.empty(pooled.shape, dtype=torch.float32, pin_memory=True)
-                host.copy_(pooled, non_blocking=True)
-                done = torch.cuda.Event()  # type: ignore[no-untyped-call]
-                # On the stream the copy was queued on (the encoder's device), not the current
-                # device's: on cuda:N != current, vectors could be read before they land.
-                done.record(torch.cuda.current_stream(encoder.device))
-                return [_Inflight(chunk, rows, host, done)]
-        except torch.OutOfMemoryError:
-            if len(rows) == 1:
-                raise
-        if self._cuda:
-            torch.cuda.empty_cache()
-        half = len(rows) // 2
-        cap = encoder._oom_batch_cap
-        encoder._oom_batch_cap = half if cap is None else min(cap, half)
-        # The two halves replace one batch: the chunk now waits for one more.
-        chunk.remaining += 1
-        first_width = int(lengths[:half].max())
-        second_width = int(lengths[half:].max())
-        return self._launch(
-            chunk, rows[:half], ids[:half, :first_width], lengths[:half]
-        ) + self._launch(chunk, rows[half:], ids[half:, :second_width], lengths[half:])
+        with encoder._lock:
+            device_ids = ids.to(encoder.device, non_blocking=True)
+            device_lengths = lengths.to(encoder.device, non_blocking=True)
+            width = device_ids.shape[1]
+            mask = torch.arange(width, device=encoder.device)[None, :] < device_lengths[:, None]
+            pooled = encoder._forward_tensors(device_ids.long(), mask.long())
+            if not self._cuda:
+                return _Inflight(chunk, rows, pooled)
+            host = torch.empty(pooled.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(pooled, non_blocking=True)
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            # On the stream the copy was queued on (the encoder's device), not the current
+            # device's: on cuda:N != current, vectors could be read before they land.
+            done.record(torch.cuda.current_stream(encoder.device))
+            return _Inflight(chunk, rows, host, done)
