@@ -167,6 +167,9 @@ class IngestReport:
         payloads_updated: Kept chunks whose payload was rewritten without re-encoding.
         seconds: Wall time of the run.
         failures: Each skipped record with its location and reason.
+        precision: The encoder's compute dtype (``float32``, ``bfloat16``, ...).
+        inference: The encoder's backend (``torch``, ``onnx``, ``torch+onnx``): with
+            ``precision``, what ``auto`` chose on this machine.
     """
 
     added: int = 0
@@ -179,6 +182,8 @@ class IngestReport:
     payloads_updated: int = 0
     seconds: float = 0.0
     failures: tuple[RecordFailure, ...] = ()
+    precision: str = ""
+    inference: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``failures`` as strings."""
@@ -345,6 +350,8 @@ class IngestionPipeline:
             payloads_updated=tally.payloads_updated,
             seconds=time.perf_counter() - started,
             failures=tuple(tally.failures),
+            precision=str(getattr(self.encoder, "dtype", "")).removeprefix("torch."),
+            inference=str(getattr(self.encoder, "backend", "")),
         )
 
     def _encode_stage(

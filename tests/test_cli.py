@@ -42,6 +42,8 @@ def test_ingest_then_search(
     assert isinstance(report, dict)
     assert {"added", "updated", "unchanged", "failed", "chunks", "truncated"} <= set(report)
     assert (report["added"], report["failed"], report["truncated"]) == (3, 0, 0)
+    # What auto chose is in the report (the suite pins float32 and torch alone).
+    assert (report["precision"], report["inference"]) == ("float32", "torch")
     again = run_json(capsys, "ingest", str(folder), "--index", index, "--json")
     assert isinstance(again, dict)
     assert (again["added"], again["unchanged"], again["chunks"]) == (0, 3, 0)
