@@ -14,10 +14,10 @@ import torch
 
 from sbert_retrieval.encoding.bi_encoder import _resolve_device, resolve_backend
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
-from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer
+from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
-__all__ = ["ACTIVATIONS", "CrossEncoderReranker"]
+__all__ = ["ACTIVATIONS", "CrossEncoderReranker", "check_rerank_weight"]
 
 ACTIVATIONS = ("auto", "sigmoid", "identity", "softmax")
 
@@ -28,7 +28,8 @@ def _saved_activation(config: dict[str, Any]) -> str | None:
     return {"sigmoid": "sigmoid", "identity": "identity", "softmax": "softmax"}.get(name)
 
 
-def _check_weight(weight: float) -> float:
+def check_rerank_weight(weight: float) -> float:
+    """``weight`` if it is a valid rerank weight, in (0, 1]; else ``ValueError``."""
     if not 0 < weight <= 1:
         raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
     return weight
@@ -110,13 +111,13 @@ class CrossEncoderReranker:
         self.label = self._label_index(label)
         ours = config.get("sbert_retrieval") or {}
         weight = float(rerank_weight if rerank_weight is not None else ours.get("rerank_weight", 1))
-        _check_weight(weight)
+        check_rerank_weight(weight)
         self.rerank_weight = weight
         #: Recommended weight per first stage (empty when ``rerank_weight`` was given).
         self.rerank_weights: dict[str, float] = {}
         if rerank_weight is None:
             for stage, value in (ours.get("rerank_weights") or {}).items():
-                self.rerank_weights[str(stage)] = _check_weight(float(value))
+                self.rerank_weights[str(stage)] = check_rerank_weight(float(value))
         # The tokenizer's limit can exceed the model's position table (e.g. 512 vs 128).
         limits = [int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512]
         positions = getattr(self.model.config, "max_position_embeddings", None)
@@ -128,11 +129,7 @@ class CrossEncoderReranker:
         self._lock = threading.Lock()
         # The Rust tokenizer itself, configured once: the wrapper's per-call Python work costs
         # more than the tokenization on short pairs.
-        self._backend = rust_tokenizer(
-            self.tokenizer.backend_tokenizer.to_str(),
-            self.max_length,
-            str(getattr(self.tokenizer, "truncation_side", "right")),
-        )
+        self._backend = rust_tokenizer(*tokenizer_settings(self.tokenizer, self.max_length))
         self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
 
     def rerank_weight_for(self, first_stage: str) -> float:
@@ -199,11 +196,7 @@ class CrossEncoderReranker:
                         ).long()
                     if self._onnx is not None:
                         logits = torch.from_numpy(
-                            self._onnx(
-                                features["input_ids"].numpy(),
-                                features["attention_mask"].numpy(),
-                                host_types.numpy() if self._uses_token_types else None,
-                            )
+                            self._onnx(**{name: t.numpy() for name, t in features.items()})
                         )
                     else:
                         logits = self.model(**features).logits.float()

@@ -18,7 +18,7 @@ from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, Engine
 from sbert_retrieval.encoding.multi_device import MultiDeviceEncoder
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.pooling import pool
-from sbert_retrieval.encoding.tokens import rust_tokenizer
+from sbert_retrieval.encoding.tokens import rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import (
     BACKENDS,
     DEFAULT_MODEL,
@@ -241,11 +241,9 @@ class BiEncoder:
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.path} has no fast tokenizer (tokenizer.json); one is required")
         self.max_seq_length = int(max_seq_length or config.max_seq_length)
-        self._rust_tokenizer = rust_tokenizer(
-            self.tokenizer.backend_tokenizer.to_str(),
-            self.max_seq_length,
-            str(getattr(self.tokenizer, "truncation_side", "right")),
-        )
+        # Read once; the engine's tokenizer workers are set up from the same settings.
+        self._tokenizer_settings = tokenizer_settings(self.tokenizer, self.max_seq_length)
+        self._rust_tokenizer = rust_tokenizer(*self._tokenizer_settings)
         self.model: Any = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
         self.model.to(self.device).eval()
         self.dimension = int(self.model.config.hidden_size)

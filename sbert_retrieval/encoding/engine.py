@@ -185,8 +185,6 @@ class EncodingEngine:
         if workers == 0:
             workers = max(1, min(8, (os.cpu_count() or 2) - 1)) if self._cuda else 1
         self.tokenizer_workers = workers
-        self._tokenizer_json: str = encoder.tokenizer.backend_tokenizer.to_str()
-        self._direction = str(getattr(encoder.tokenizer, "truncation_side", "right"))
 
     # -- public -----------------------------------------------------------------------------
     def encode(
@@ -236,7 +234,7 @@ class EncodingEngine:
 
     # -- stage 1 + 2: tokenize in workers, collate in this thread -----------------------------
     def _executor(self) -> Executor:
-        setup = (self._tokenizer_json, self.encoder.max_seq_length, self._direction)
+        setup = self.encoder._tokenizer_settings
         if self.config.worker_type == "process":
             import multiprocessing
 

@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pad_into", "rust_tokenizer"]
+__all__ = ["pad_into", "rust_tokenizer", "tokenizer_settings"]
+
+
+def tokenizer_settings(tokenizer: Any, max_length: int) -> tuple[str, int, str]:
+    """What :func:`rust_tokenizer` takes, read from a transformers fast tokenizer once: its
+    ``tokenizer.json`` text, ``max_length`` and its truncation side (the tuple pickles, so the
+    engine's tokenizer workers get it as is)."""
+    direction = str(getattr(tokenizer, "truncation_side", "right"))
+    return tokenizer.backend_tokenizer.to_str(), max_length, direction
 
 
 def rust_tokenizer(tokenizer_json: str, max_length: int, direction: str) -> Any:
