@@ -53,8 +53,8 @@ class BeirResult:
         fusion: The hybrid fusion (``rrf`` or ``weighted``); ``None`` outside hybrid mode.
         precision: The passage encoder's compute dtype (``float32``, ``bfloat16``, ...): what
             ``dtype="auto"`` chose on this machine.
-        inference: The passage encoder's backend (``torch`` or ``onnx``): what
-            ``backend="auto"`` chose.
+        inference: The passage encoder's backend (``torch``, ``onnx`` or ``torch+onnx``):
+            what ``backend="auto"`` chose.
     """
 
     scores: RetrievalScores

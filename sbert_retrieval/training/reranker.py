@@ -34,6 +34,7 @@ import numpy as np
 
 from sbert_retrieval.fusion import DEFAULT_RRF_K, interpolate_scores, reciprocal_rank_fusion
 from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
+from sbert_retrieval.reranking import check_rerank_weight
 from sbert_retrieval.retrieval import MODES
 from sbert_retrieval.training.data import (
     GroupExample,
@@ -671,8 +672,7 @@ def recommend_rerank_weight(
 
     Thread safety: rewrites one file; not concurrently with a reader loading the model.
     """
-    if not 0 < weight <= 1:
-        raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
+    check_rerank_weight(weight)
     if first_stage not in MODES:
         raise ValueError(f"unknown first stage {first_stage!r}; valid: {', '.join(MODES)}")
     path = Path(model_dir) / "config.json"
