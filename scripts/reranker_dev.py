@@ -52,6 +52,7 @@ def main() -> None:
     from sbert_retrieval.encoding import BiEncoder
     from sbert_retrieval.models import cache_dir, default_prefixes
     from sbert_retrieval.reranking import CrossEncoderReranker
+    from sbert_retrieval.retrieval import default_candidates
     from sbert_retrieval.training.data import RetrievalData, load_scifact, load_squad
     from sbert_retrieval.training.reranker import (
         Candidates,
@@ -70,18 +71,19 @@ def main() -> None:
     query_prefix, passage_prefix = default_prefixes(encoder.prompts)
 
     def first_stage(data: RetrievalData, depth: int) -> Candidates:
-        # Hybrid fuses each branch's top 100 (the retriever's default branch depth at k 10).
+        # Hybrid fuses each branch's top default_candidates(10) (the retriever's branch depth).
+        branch = max(depth, default_candidates(10))
         dense = dense_candidates(
             encoder,
             data,
-            depth if args.first_stage == "dense" else max(depth, 100),
+            depth if args.first_stage == "dense" else branch,
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
             cache_dir=cache_dir() / "embeddings",
         )
         if args.first_stage == "dense":
             return dense
-        return hybrid_candidates(dense, bm25_candidates(data, max(depth, 100)), depth)
+        return hybrid_candidates(dense, bm25_candidates(data, branch), depth)
 
     wikiqa = load_answer_selection_retrieval(SHARED_DATA, "wikiqa", "dev")
     _, scifact = scifact_dev_split(
