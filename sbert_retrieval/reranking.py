@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sbert_retrieval.encoding.bi_encoder import _resolve_device, resolve_backend
+from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
@@ -98,6 +99,10 @@ class CrossEncoderReranker:
             str(self.path), dtype=self.dtype
         )
         self.model.to(self.device).eval()
+        if self.device.type == "cpu" and self.backend == "torch":
+            # oneDNN GEMMs with the bias and GELU fused: 1.24x in float32, 1.1x in bfloat16 on
+            # a SciFact top 20 (BENCHMARKS.md); the trainer's gradient steps still run nn.Linear.
+            use_onednn_linear(self.model)
         self._onnx = (
             OnnxModel(self.path, "sequence-classification") if self.backend == "onnx" else None
         )

@@ -16,6 +16,7 @@ import torch
 from sbert_retrieval.encoding.batching import OutOfMemoryPolicy, batch_bounds, longest_first
 from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, EngineConfig
 from sbert_retrieval.encoding.multi_device import MultiDeviceEncoder
+from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.encoding.tokens import rust_tokenizer, tokenizer_settings
@@ -246,6 +247,9 @@ class BiEncoder:
         self._rust_tokenizer = rust_tokenizer(*self._tokenizer_settings)
         self.model: Any = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
         self.model.to(self.device).eval()
+        if self.device.type == "cpu":
+            # oneDNN GEMMs for CPU inference; training and autocast still run nn.Linear.
+            use_onednn_linear(self.model)
         self.dimension = int(self.model.config.hidden_size)
         # backend onnx: the session now (a failed export is the caller's error); torch+onnx: on
         # the first small forward pass, so bulk-only use (ingestion) never exports.
