@@ -7,12 +7,14 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from sbert_retrieval.encoding.bi_encoder import _resolve_device, resolve_backend
+from sbert_retrieval.encoding.batching import longest_first
+from sbert_retrieval.encoding.encoder_model import resolve_backend, resolve_device
 from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
@@ -34,6 +36,18 @@ def check_rerank_weight(weight: float) -> float:
     if not 0 < weight <= 1:
         raise ValueError(f"rerank_weight must be in (0, 1], got {weight}")
     return weight
+
+
+@dataclass(frozen=True)
+class _PairTokens:
+    """Tokenized pairs, flat: ids and token types back to back, with each pair's length and
+    offset, and how many pairs were truncated."""
+
+    ids: np.ndarray
+    types: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    truncated: int
 
 
 class CrossEncoderReranker:
@@ -87,7 +101,7 @@ class CrossEncoderReranker:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.path = resolve_model_path(DEFAULT_RERANKER if str(model) == "default" else model)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         # auto on CPU: bfloat16 where native, as the bi-encoder (2.3x the float32 speed here;
         # scores move by ~0.01 and dev nDCG@10 by <= 0.003, BENCHMARKS.md).
         self.backend, self.dtype = resolve_backend(backend, self.device, dtype)
@@ -136,6 +150,7 @@ class CrossEncoderReranker:
         # more than the tokenization on short pairs.
         self._backend = rust_tokenizer(*tokenizer_settings(self.tokenizer, self.max_length))
         self._uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self._pad_id = int(self.tokenizer.pad_token_id or 0)
 
     def rerank_weight_for(self, first_stage: str) -> float:
         """The share of this reranker's score after ``first_stage`` (``dense``, ``lexical``,
@@ -166,53 +181,68 @@ class CrossEncoderReranker:
         if not pairs:
             return scores
         with self._lock:
-            ids, types, lengths, truncated = self._tokenize(pairs)
-            self.truncated += truncated
-            offsets = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)])
-            order = np.argsort(-lengths, kind="stable")
+            tokens = self._tokenize(pairs)
+            self.truncated += tokens.truncated
+            # Longest first, as the bi-encoder batches: each batch pads to its first pair.
+            order = longest_first(tokens.lengths)
             cuda = self.device.type == "cuda"
             on_device = torch.empty(len(pairs), dtype=torch.float32, device=self.device)
-            pad = int(self.tokenizer.pad_token_id or 0)
             with torch.inference_mode():
                 for start in range(0, len(order), self.batch_size):
                     rows = order[start : start + self.batch_size]
-                    width = int(lengths[rows[0]])
-                    host_ids = torch.full((len(rows), width), pad, dtype=torch.int32)
-                    host_types = torch.zeros((len(rows), width), dtype=torch.int32)
-                    pad_into(ids, offsets[rows], lengths[rows], host_ids.numpy())
-                    pad_into(types, offsets[rows], lengths[rows], host_types.numpy())
-                    host_lengths = torch.from_numpy(lengths[rows].astype(np.int64))
-                    host_rows = torch.from_numpy(rows.astype(np.int64))
-                    if cuda:
-                        host_ids, host_types = host_ids.pin_memory(), host_types.pin_memory()
-                        host_lengths, host_rows = host_lengths.pin_memory(), host_rows.pin_memory()
-                    input_ids = host_ids.to(self.device, non_blocking=True).long()
-                    batch_lengths = host_lengths.to(self.device, non_blocking=True)
-                    features = {
-                        "input_ids": input_ids,
-                        "attention_mask": (
-                            torch.arange(width, device=self.device)[None, :]
-                            < batch_lengths[:, None]
-                        ).long(),
-                    }
-                    if self._uses_token_types:
-                        features["token_type_ids"] = host_types.to(
-                            self.device, non_blocking=True
-                        ).long()
+                    features = self._features(tokens, rows, pin=cuda)
                     if self._onnx is not None:
                         logits = torch.from_numpy(
                             self._onnx(**{name: t.numpy() for name, t in features.items()})
                         )
                     else:
                         logits = self.model(**features).logits.float()
+                    host_rows = torch.from_numpy(rows.astype(np.int64))
+                    if cuda:
+                        host_rows = host_rows.pin_memory()
                     on_device[host_rows.to(self.device, non_blocking=True)] = self._activate(logits)
             scores[:] = on_device.cpu().numpy()
         return scores
 
-    def _tokenize(
-        self, pairs: Sequence[tuple[str, str]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Flat ids, flat token type ids, lengths and the truncated count of ``pairs``."""
+    def features(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        """The model's inputs for ``pairs``, in input order, padded to the longest, on
+        :attr:`device`: what :meth:`predict` feeds per batch, and what the trainer feeds with
+        gradients on. Truncated pairs are counted in :attr:`truncated`.
+
+        Thread safety: serialized with :meth:`predict`.
+        """
+        with self._lock:
+            tokens = self._tokenize(pairs)
+            self.truncated += tokens.truncated
+        return self._features(tokens, np.arange(len(pairs)), pin=False)
+
+    def _features(
+        self, tokens: _PairTokens, rows: np.ndarray, *, pin: bool
+    ) -> dict[str, torch.Tensor]:
+        """``rows`` of ``tokens`` as padded model inputs on :attr:`device` (through pinned
+        memory without blocking where ``pin``)."""
+        width = int(tokens.lengths[rows].max())
+        host_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.int32)
+        host_types = torch.zeros((len(rows), width), dtype=torch.int32)
+        offsets, lengths = tokens.offsets[rows], tokens.lengths[rows]
+        pad_into(tokens.ids, offsets, lengths, host_ids.numpy())
+        pad_into(tokens.types, offsets, lengths, host_types.numpy())
+        host_lengths = torch.from_numpy(lengths.astype(np.int64))
+        if pin:
+            host_ids, host_types = host_ids.pin_memory(), host_types.pin_memory()
+            host_lengths = host_lengths.pin_memory()
+        batch_lengths = host_lengths.to(self.device, non_blocking=True)
+        features = {
+            "input_ids": host_ids.to(self.device, non_blocking=True).long(),
+            "attention_mask": (
+                torch.arange(width, device=self.device)[None, :] < batch_lengths[:, None]
+            ).long(),
+        }
+        if self._uses_token_types:
+            features["token_type_ids"] = host_types.to(self.device, non_blocking=True).long()
+        return features
+
+    def _tokenize(self, pairs: Sequence[tuple[str, str]]) -> _PairTokens:
         encodings = self._backend.encode_batch_fast([(q, p) for q, p in pairs])
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(pairs))
         total = int(lengths.sum())
@@ -224,8 +254,10 @@ class CrossEncoderReranker:
             dtype=np.int32,
             count=total,
         )
+        offsets = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]).astype(np.int64)
         # Truncation keeps what it cut as overflow: a non-empty overflow means the pair was cut.
-        return ids, types, lengths, sum(1 for e in encodings if e.overflowing)
+        truncated = sum(1 for e in encodings if e.overflowing)
+        return _PairTokens(ids, types, lengths, offsets, truncated)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         if self.activation == "sigmoid":

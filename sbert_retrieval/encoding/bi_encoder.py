@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,15 +13,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from sbert_retrieval.encoding.batching import OutOfMemoryPolicy, batch_bounds, longest_first
+from sbert_retrieval.encoding.batching import batch_bounds, longest_first
+from sbert_retrieval.encoding.encoder_model import (
+    CPU_BF16_ENV,
+    DTYPES,
+    ONNX_ENV,
+    ONNX_SMALL_BATCH_TOKENS,
+    EncoderModel,
+    cpu_native_bf16,
+    resolve_backend,
+    resolve_device,
+)
 from sbert_retrieval.encoding.engine import EncodedChunk, EncodingEngine, EngineConfig
 from sbert_retrieval.encoding.multi_device import MultiDeviceEncoder
-from sbert_retrieval.encoding.onednn import use_onednn_linear
-from sbert_retrieval.encoding.onnx_backend import OnnxModel
-from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.encoding.tokens import rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import (
-    BACKENDS,
     DEFAULT_MODEL,
     POOLING_MODES,
     EmbeddingSpec,
@@ -32,8 +38,8 @@ from sbert_retrieval.models import (
     resolve_model_path,
 )
 
+# The core's choices are re-exported: callers import them with the encoder.
 __all__ = [
-    "BACKENDS",
     "CPU_BF16_ENV",
     "DTYPES",
     "ONNX_ENV",
@@ -41,26 +47,9 @@ __all__ = [
     "BiEncoder",
     "TokenizedBatch",
     "cpu_native_bf16",
+    "resolve_backend",
+    "resolve_device",
 ]
-
-logger = logging.getLogger(__name__)
-
-#: ``0`` or ``1`` overrides :func:`cpu_native_bf16` (the test suite pins ``0``, so that its
-#: numbers do not depend on the machine; a user can force either choice).
-CPU_BF16_ENV = "SBERT_RETRIEVAL_CPU_BF16"
-#: ``0`` keeps ``backend="auto"`` off ONNX Runtime even where it is installed (the test suite
-#: pins it, so that its numbers do not depend on what is installed); ``backend="onnx"`` still
-#: works.
-ONNX_ENV = "SBERT_RETRIEVAL_ONNX"
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 
 
 @dataclass(frozen=True)
@@ -79,100 +68,16 @@ class TokenizedBatch:
         return len(self.input_ids)
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), as torch's CPU
-    feature probe reports it; :data:`CPU_BF16_ENV` (``0``/``1``) overrides the probe.
-
-    Measured with all-MiniLM-L6-v2 on a 2-core AMD EPYC with AVX512-BF16: bfloat16 encodes
-    2.6× faster than float32 (min cosine to float32 0.99992); on AVX2-only CPUs it runs ~7×
-    slower (emulated), hence the check.
-    """
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    probe: Any = torch.cpu
-    try:
-        return bool(probe._is_avx512_bf16_supported() or probe._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # a torch without the probe: assume not
-        return False
-
-
-def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """The compute dtype for ``dtype`` on ``device``. ``auto`` (and ``None``): float16 on CUDA;
-    on CPU bfloat16 where :func:`cpu_native_bf16` says so, else float32."""
-    if dtype in (None, "auto"):
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_native_bf16() else torch.float32
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise ValueError(
-            f"unknown dtype {dtype!r}; valid: auto, {', '.join(sorted(DTYPES))}"
-        ) from None
-
-
-#: Under ``auto``, a forward pass of at most this many tokens (texts × padded width) runs
-#: through ONNX Runtime, larger ones through torch. Measured with all-MiniLM-L6-v2 on a 2-core
-#: AMD EPYC (BENCHMARKS.md): one STSb sentence 3.4 ms (ONNX Runtime) against 5.6 (torch
-#: bfloat16) and 10.1 (torch float32), four 10.2 against 12.3; eight 19.2 against 16.2, and
-#: ONNX Runtime falls further behind as batches grow.
-ONNX_SMALL_BATCH_TOKENS = 128
-
-
-def resolve_backend(
-    backend: str, device: torch.device, dtype: str | None
-) -> tuple[str, torch.dtype]:
-    """The backend and compute dtype that ``backend`` and ``dtype`` mean on ``device``.
-
-    The backend is ``torch``, ``onnx`` (ONNX Runtime, float32, every forward pass) or
-    ``torch+onnx``: what ``auto`` picks on CPU with ``dtype`` auto where ONNX Runtime is
-    installed (and :data:`ONNX_ENV` is not ``0``): forward passes of at most
-    :data:`ONNX_SMALL_BATCH_TOKENS` tokens (queries) through ONNX Runtime, larger ones through
-    torch in bfloat16 where the CPU computes it natively, else float32. Otherwise ``auto`` is
-    torch (float16 on CUDA); an explicit ``dtype`` keeps it on torch.
-
-    Raises:
-        ValueError: An unknown backend, or ``onnx`` off the CPU, in another dtype than
-            float32, or without its extra installed.
-    """
-    from sbert_retrieval.encoding.onnx_backend import MISSING_EXTRA, onnx_runtime_available
-
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "onnx":
-        if device.type != "cpu":
-            raise ValueError(
-                f"the onnx backend runs on CPU only, not {device}; use backend='torch'"
-            )
-        if dtype not in (None, "auto", "float32", "fp32"):
-            raise ValueError(f"the onnx backend computes float32, not {dtype}; use backend='torch'")
-        if not onnx_runtime_available():
-            raise ValueError(MISSING_EXTRA)
-        return "onnx", torch.float32
-    resolved = _resolve_dtype(dtype, device)
-    if (
-        backend == "auto"
-        and device.type == "cpu"
-        and dtype in (None, "auto")
-        and os.environ.get(ONNX_ENV, "").strip() != "0"
-        and onnx_runtime_available()
-    ):
-        return "torch+onnx", resolved
-    return "torch", resolved
-
-
 class BiEncoder:
     """A Sentence-BERT bi-encoder on torch + transformers.
 
     Settings come from the checkpoint's sentence-transformers files; any argument given here
     overrides them. On CPU in float32 the vectors equal ``SentenceTransformer.encode``'s.
+
+    A facade: the weights and the forward pass are its :attr:`core`
+    (:class:`~sbert_retrieval.encoding.encoder_model.EncoderModel`); it adds the tokenizer,
+    prompts, identity (:meth:`spec`) and picks a runner per call: the plain loop here, the
+    overlapped :class:`EncodingEngine`, or one worker process per device.
 
     Args:
         model: Hub id or local directory (default: ``sentence-transformers/all-MiniLM-L6-v2``,
@@ -218,7 +123,7 @@ class BiEncoder:
         engine: EngineConfig | bool | None = None,
         backend: str = "auto",
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -227,40 +132,35 @@ class BiEncoder:
         self.model_name = str(model)
         self.path: Path = resolve_model_path(model)
         config = load_model_config(self.path)
-        self.device = _resolve_device(device)
-        self.backend, self.dtype = resolve_backend(backend, self.device, dtype)
-        self.pooling = pooling or config.pooling
-        self.normalize = config.normalize if normalize is None else normalize
+        resolved_device = resolve_device(device)
+        resolved_backend, resolved_dtype = resolve_backend(backend, resolved_device, dtype)
         self.prompts = dict(config.prompts)
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        # Lowers the batch size after an out-of-memory error (shared with the engine).
-        self._oom = OutOfMemoryPolicy(self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(self.path))
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.path} has no fast tokenizer (tokenizer.json); one is required")
         self.max_seq_length = int(max_seq_length or config.max_seq_length)
-        # Read once; the engine's tokenizer workers are set up from the same settings.
-        self._tokenizer_settings = tokenizer_settings(self.tokenizer, self.max_seq_length)
-        self._rust_tokenizer = rust_tokenizer(*self._tokenizer_settings)
-        self.model: Any = AutoModel.from_pretrained(str(self.path), dtype=self.dtype)
-        self.model.to(self.device).eval()
-        if self.device.type == "cpu":
-            # oneDNN GEMMs for CPU inference; training and autocast still run nn.Linear.
-            use_onednn_linear(self.model)
-        self.dimension = int(self.model.config.hidden_size)
-        # backend onnx: the session now (a failed export is the caller's error); torch+onnx: on
-        # the first small forward pass, so bulk-only use (ingestion) never exports.
-        self._onnx: OnnxModel | None = None
-        if self.backend == "onnx":
-            self._onnx = OnnxModel(self.path, "feature-extraction")
+        #: The tokenizer's Rust settings (JSON, max length, truncation side), read once: the
+        #: engine's tokenizer workers are set up from them.
+        self.tokenizer_settings = tokenizer_settings(self.tokenizer, self.max_seq_length)
+        self._rust_tokenizer = rust_tokenizer(*self.tokenizer_settings)
+        #: The weights and the forward pass that every runner (plain loop, engine, trainer)
+        #: shares.
+        self.core = EncoderModel(
+            self.path,
+            device=resolved_device,
+            backend=resolved_backend,
+            dtype=resolved_dtype,
+            pooling=pooling or config.pooling,
+            normalize=config.normalize if normalize is None else normalize,
+            input_names=tuple(self.tokenizer.model_input_names),
+            pad_id=int(self.tokenizer.pad_token_id or 0),
+        )
         self._fingerprint = model_fingerprint(self.path)
         self._legacy_fingerprint = legacy_model_fingerprint(self.path)
-        self._input_names = tuple(self.tokenizer.model_input_names)
-        self._pad_id = int(self.tokenizer.pad_token_id or 0)
-        self._lock = threading.Lock()
         self._engine_config = engine if isinstance(engine, EngineConfig) else EngineConfig()
         self._use_engine = self.device.type == "cuda" if engine is None else engine is not False
         self._engine: EncodingEngine | None = None
@@ -268,6 +168,50 @@ class BiEncoder:
         self._multi_device: MultiDeviceEncoder | None = None
         # Two threads' first bulk encode must not start two engines or two worker pools.
         self._lazy_lock = threading.Lock()
+
+    # -- the core's state ---------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The torch transformer (what training updates)."""
+        return self.core.model
+
+    @model.setter
+    def model(self, model: Any) -> None:
+        self.core.model = model
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model runs on."""
+        return self.core.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch model's compute dtype; outputs are float32 whatever it is."""
+        return self.core.dtype
+
+    @property
+    def backend(self) -> str:
+        """``torch``, ``onnx`` or ``torch+onnx`` (:func:`resolve_backend`)."""
+        return self.core.backend
+
+    @property
+    def pooling(self) -> str:
+        """The SBERT pooling mode."""
+        return self.core.pooling
+
+    @property
+    def normalize(self) -> bool:
+        """Whether vectors are L2-normalized."""
+        return self.core.normalize
+
+    @property
+    def dimension(self) -> int:
+        """The vectors' width."""
+        return self.core.dimension
+
+    @property
+    def _onnx(self) -> Any:
+        return self.core.onnx
 
     # -- identity -------------------------------------------------------------------------
     def spec(
@@ -324,7 +268,7 @@ class BiEncoder:
         inputs = [prefix + text for text in texts] if prefix else list(texts)
         if not inputs:
             return TokenizedBatch([], 0)
-        with self._lock:
+        with self.core.lock:
             # The Rust tokenizer itself: the transformers wrapper's per-call work is ~0.1 ms, a
             # twentieth of a query's forward pass through ONNX Runtime.
             encodings = self._rust_tokenizer.encode_batch_fast(inputs)
@@ -413,16 +357,18 @@ class BiEncoder:
 
     def _start_multi_device(self) -> MultiDeviceEncoder:
         if self._multi_device is None:
-            settings = {
-                "dtype": str(self.dtype).removeprefix("torch."),
-                "batch_size": self.batch_size,
-                "max_batch_tokens": self.max_batch_tokens,
-                "max_seq_length": self.max_seq_length,
-                "pooling": self.pooling,
-                "normalize": self.normalize,
-            }
+            make_encoder = functools.partial(
+                BiEncoder,
+                str(self.path),
+                dtype=str(self.dtype).removeprefix("torch."),
+                batch_size=self.batch_size,
+                max_batch_tokens=self.max_batch_tokens,
+                max_seq_length=self.max_seq_length,
+                pooling=self.pooling,
+                normalize=self.normalize,
+            )
             self._multi_device = MultiDeviceEncoder(
-                self.path, self.bulk_devices, settings=settings, engine=self._engine_config
+                make_encoder, self.bulk_devices, engine=self._engine_config
             )
         return self._multi_device
 
@@ -452,7 +398,7 @@ class BiEncoder:
     def _iter_batches(
         self, input_ids: list[list[int]], batch_size: int | None, show_progress: bool
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        size = self._oom.size(batch_size or self.batch_size)
+        size = self.core.oom.size(batch_size or self.batch_size)
         lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
         order = longest_first(lengths)
         bounds: Iterable[tuple[int, int]] = batch_bounds(
@@ -467,64 +413,6 @@ class BiEncoder:
                 batch_order = order[start:end]
                 # Locked per forward pass, not per call: a query encoded while a long ingest is
                 # encoding waits for one batch, not for the whole ingest.
-                with self._lock:
-                    vectors = self._forward_halving([input_ids[i] for i in batch_order])
+                with self.core.lock:
+                    vectors = self.core.forward_ids([input_ids[i] for i in batch_order])
                 yield batch_order, vectors
-
-    def _forward_halving(self, batch: list[list[int]]) -> np.ndarray:
-        """:meth:`_forward`, halved on out-of-memory (:class:`OutOfMemoryPolicy`)."""
-        parts = self._oom.run(0, len(batch), lambda start, end: [self._forward(batch[start:end])])
-        return np.concatenate(parts)
-
-    def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        width = max(len(ids) for ids in batch)
-        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
-        attention_mask = torch.from_numpy(mask).to(self.device, non_blocking=True)
-        result: np.ndarray = self._forward_tensors(input_ids, attention_mask).cpu().numpy()
-        return result
-
-    def _small_batch_session(self) -> OnnxModel | None:
-        """``torch+onnx``'s session, made on first use (callers hold :attr:`_lock`); ``None``,
-        after one warning, where this checkpoint cannot be exported: torch then runs it all."""
-        if self._onnx is None and self.backend == "torch+onnx":
-            try:
-                self._onnx = OnnxModel(self.path, "feature-extraction")
-            except Exception as exc:  # an architecture torch cannot export: auto must not fail
-                logger.warning("%s: no ONNX export (%s); encoding with torch only", self.path, exc)
-                self.backend = "torch"
-        return self._onnx
-
-    def _forward_tensors(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Pooled (and normalized) float32 vectors, left on the model's device."""
-        onnx = self._onnx if self.backend == "onnx" else None
-        if self.backend == "torch+onnx" and input_ids.numel() <= ONNX_SMALL_BATCH_TOKENS:
-            onnx = self._small_batch_session()
-        if onnx is None:
-            return self.embed_tensors(input_ids, attention_mask)
-        states = torch.from_numpy(onnx(input_ids.cpu().numpy(), attention_mask.cpu().numpy()))
-        return self._pool(states, attention_mask)
-
-    def embed_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The torch model's pooled (and normalized) float32 vectors of padded ids, on its
-        device: the one forward pass that encoding and training share (the trainer calls it
-        with gradients on). ``input_ids`` and ``attention_mask``: ``(batch, width)`` int64.
-
-        Thread safety: not thread-safe by itself (:meth:`encode` calls it under its lock).
-        """
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
-        return self._pool(self.model(**features).last_hidden_state, attention_mask)
-
-    def _pool(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = pool(states, attention_mask, self.pooling).float()
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled

@@ -31,18 +31,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from sbert_retrieval.encoding.batching import batch_bounds, longest_first
+from sbert_retrieval.encoding.encoder_model import EncoderModel
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer
 
-if TYPE_CHECKING:
-    from sbert_retrieval.encoding.bi_encoder import BiEncoder
-
-__all__ = ["WORKER_TYPES", "EncodedChunk", "EncodingEngine", "EngineConfig"]
+__all__ = ["WORKER_TYPES", "EncodedChunk", "EncodingEngine", "EngineConfig", "EngineSource"]
 
 WORKER_TYPES = ("thread", "process")
 
@@ -161,15 +159,33 @@ def _tokenize_chunk(texts: Sequence[str]) -> _TokenizedChunk:
     return _TokenizedChunk(flat, lengths, truncated)
 
 
+class EngineSource(Protocol):
+    """What the engine runs: an encoder's core, tokenizer settings and batching limits
+    (:class:`~sbert_retrieval.encoding.bi_encoder.BiEncoder` is one)."""
+
+    @property
+    def core(self) -> EncoderModel: ...
+
+    @property
+    def tokenizer_settings(self) -> tuple[str, int, str]: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def max_batch_tokens(self) -> int | None: ...
+
+
 class _Stop(Exception):
     """Raised inside the collator when the consumer has gone away."""
 
 
 class EncodingEngine:
-    """Overlapped tokenization, collation, forward and copy-back for one :class:`BiEncoder`.
+    """Overlapped tokenization, collation, forward and copy-back for one encoder.
 
     Args:
-        encoder: The model, its tokenizer settings, batch size and token budget.
+        encoder: The model's core, its tokenizer settings, batch size and token budget
+            (:class:`EngineSource`, e.g. a ``BiEncoder``).
         config: See :class:`EngineConfig`.
 
     Thread safety: safe; each :meth:`stream` has its own workers, and every forward pass takes
@@ -177,10 +193,11 @@ class EncodingEngine:
     ingest) interleave batch by batch.
     """
 
-    def __init__(self, encoder: BiEncoder, config: EngineConfig | None = None) -> None:
+    def __init__(self, encoder: EngineSource, config: EngineConfig | None = None) -> None:
         self.encoder = encoder
+        self.core = encoder.core
         self.config = config or EngineConfig()
-        self._cuda = encoder.device.type == "cuda"
+        self._cuda = self.core.device.type == "cuda"
         workers = self.config.tokenizer_workers
         if workers == 0:
             workers = max(1, min(8, (os.cpu_count() or 2) - 1)) if self._cuda else 1
@@ -193,7 +210,7 @@ class EncodingEngine:
         """All vectors at once: ``(len(texts), dimension)`` float32 and the truncated count."""
         parts = list(self.stream(texts, prefix=prefix, batch_size=batch_size))
         if not parts:
-            return np.empty((0, self.encoder.dimension), dtype=np.float32), 0
+            return np.empty((0, self.core.dimension), dtype=np.float32), 0
         return np.concatenate([p.vectors for p in parts]), sum(p.truncated for p in parts)
 
     def stream(
@@ -234,7 +251,7 @@ class EncodingEngine:
 
     # -- stage 1 + 2: tokenize in workers, collate in this thread -----------------------------
     def _executor(self) -> Executor:
-        setup = self.encoder._tokenizer_settings
+        setup = self.encoder.tokenizer_settings
         if self.config.worker_type == "process":
             import multiprocessing
 
@@ -304,11 +321,11 @@ class EncodingEngine:
         order = longest_first(lengths)
         bounds = batch_bounds(
             lengths[order].astype(np.int64),
-            self.encoder._oom.size(batch_size),
+            self.core.oom.size(batch_size),
             self.encoder.max_batch_tokens,
         )
         batches = []
-        pad_id = self.encoder._pad_id
+        pad_id = self.core.pad_id
         for start, end in bounds:
             rows = order[start:end]
             width = int(lengths[rows[0]]) if len(rows) else 0
@@ -328,7 +345,7 @@ class EncodingEngine:
     ) -> Iterator[EncodedChunk]:
         chunks: deque[_PendingChunk] = deque()
         inflight: deque[_Inflight] = deque()
-        dimension = self.encoder.dimension
+        dimension = self.core.dimension
         # On CPU the vectors are ready when the forward returns: nothing to overlap.
         depth = self.config.inflight_batches if self._cuda else 0
         with torch.inference_mode():
@@ -380,18 +397,18 @@ class EncodingEngine:
         def split() -> None:
             chunk.remaining += 1  # two halves replace one batch: the chunk waits for one more
 
-        return self.encoder._oom.run(0, len(rows), forward, split)
+        return self.core.oom.run(0, len(rows), forward, split)
 
     def _launch_one(
         self, chunk: _PendingChunk, rows: np.ndarray, ids: torch.Tensor, lengths: torch.Tensor
     ) -> _Inflight:
-        encoder = self.encoder
-        with encoder._lock:
-            device_ids = ids.to(encoder.device, non_blocking=True)
-            device_lengths = lengths.to(encoder.device, non_blocking=True)
+        core = self.core
+        with core.lock:
+            device_ids = ids.to(core.device, non_blocking=True)
+            device_lengths = lengths.to(core.device, non_blocking=True)
             width = device_ids.shape[1]
-            mask = torch.arange(width, device=encoder.device)[None, :] < device_lengths[:, None]
-            pooled = encoder._forward_tensors(device_ids.long(), mask.long())
+            mask = torch.arange(width, device=core.device)[None, :] < device_lengths[:, None]
+            pooled = core.forward(device_ids.long(), mask.long())
             if not self._cuda:
                 return _Inflight(chunk, rows, pooled)
             host = torch.empty(pooled.shape, dtype=torch.float32, pin_memory=True)
@@ -399,5 +416,5 @@ class EncodingEngine:
             done = torch.cuda.Event()  # type: ignore[no-untyped-call]
             # On the stream the copy was queued on (the encoder's device), not the current
             # device's: on cuda:N != current, vectors could be read before they land.
-            done.record(torch.cuda.current_stream(encoder.device))
+            done.record(torch.cuda.current_stream(core.device))
             return _Inflight(chunk, rows, host, done)

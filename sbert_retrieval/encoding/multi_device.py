@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -28,21 +27,17 @@ _STOP = None
 
 
 def _worker(setup: dict[str, Any], inbox: Any, outbox: Any) -> None:
-    """One device's loop; ``setup`` holds model, device, settings and engine (picklable)."""
-    model, device = setup["model"], setup["device"]
-    settings, engine = setup["settings"], setup["engine"]
+    """One device's loop; ``setup`` holds the encoder factory, device and engine (picklable)."""
+    make_encoder, device, engine = setup["make_encoder"], setup["device"], setup["engine"]
     try:
         import torch
-
-        from sbert_retrieval.encoding.bi_encoder import BiEncoder
 
         if torch.device(device).type == "cuda":
             # The worker's current device must be its own: otherwise streams, events and any
             # allocation without an explicit device land on cuda:0.
             torch.cuda.set_device(torch.device(device))
         # Each worker encodes on its own device only: no fan-out from inside a worker.
-        config = EngineConfig(**{**engine, "devices": ()})
-        encoder = BiEncoder(model, device=device, engine=config, **settings)
+        encoder = make_encoder(device=device, engine=EngineConfig(**{**engine, "devices": ()}))
     except BaseException as error:  # reported to the parent, which raises it
         outbox.put((-1, error))
         return
@@ -60,11 +55,11 @@ class MultiDeviceEncoder:
     """Encode on several devices at once, one process each.
 
     Args:
-        model: Hub id or local path (the same model on every device).
+        make_encoder: A picklable callable that each worker calls with ``device=`` and
+            ``engine=`` to build its encoder (an object with ``dimension`` and an ``engine``:
+            ``BiEncoder`` passes ``functools.partial(BiEncoder, path, **its settings)``).
         devices: Devices to use, e.g. ``["cuda:0", "cuda:1"]`` (``"cpu"`` entries work too,
             which is how the tests run it).
-        settings: Keyword arguments for each worker's :class:`BiEncoder` (dtype, batch_size,
-            max_batch_tokens, max_seq_length, pooling, normalize).
         engine: The engine settings each worker uses; its ``chunk_size`` is also the unit of
             work handed to a worker.
 
@@ -76,10 +71,9 @@ class MultiDeviceEncoder:
 
     def __init__(
         self,
-        model: str | os.PathLike[str],
+        make_encoder: Callable[..., Any],
         devices: Sequence[str],
         *,
-        settings: dict[str, Any] | None = None,
         engine: EngineConfig | None = None,
     ) -> None:
         if len(devices) < 1:
@@ -95,12 +89,7 @@ class MultiDeviceEncoder:
             context.Process(
                 target=_worker,
                 args=(
-                    {
-                        "model": str(model),
-                        "device": device,
-                        "settings": settings or {},
-                        "engine": worker_engine,
-                    },
+                    {"make_encoder": make_encoder, "device": device, "engine": worker_engine},
                     self._inbox,
                     self._outbox,
                 ),

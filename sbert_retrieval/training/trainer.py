@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sbert_retrieval.encoding.bi_encoder import BiEncoder, _resolve_device, cpu_native_bf16
+from sbert_retrieval.encoding.bi_encoder import BiEncoder, cpu_native_bf16, resolve_device
 from sbert_retrieval.encoding.engine import EngineConfig
 from sbert_retrieval.models import default_prefixes
 from sbert_retrieval.reranking import CrossEncoderReranker
@@ -364,7 +364,7 @@ class _Trainer(Generic[M]):
         self.examples = list(examples)
         self.config = config
         self.evaluator = evaluator
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device)
         self.autocast_dtype = _resolve_precision(config.precision, self.device)
         self.history: list[dict[str, Any]] = []
         self._no_duplicates = False
@@ -993,16 +993,10 @@ class BiEncoderTrainer(_Trainer[BiEncoder]):
 
         Thread safety: not thread-safe (uses the model being trained).
         """
-        encoded = self.encoder.tokenizer(
-            [prefix + t for t in texts] if prefix else list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.encoder.max_seq_length,
-            return_tensors="pt",
-        )
-        return self.encoder.embed_tensors(
-            encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
-        )
+        # The encoder's own tokenizer and padding, then the one torch forward encoding runs.
+        core = self.encoder.core
+        input_ids, attention_mask = core.pad(self.encoder.tokenize(texts, prefix=prefix).input_ids)
+        return core.embed_tensors(input_ids, attention_mask)
 
     def _batch_loss(self, batch: Sequence[Example]) -> Tensor:
         if isinstance(batch[0], PairExample):
@@ -1132,16 +1126,9 @@ class CrossEncoderTrainer(_Trainer[CrossEncoderReranker]):
 
         Thread safety: not thread-safe (uses the model being trained).
         """
-        encoded = self.reranker.tokenizer(
-            [q for q, _ in pairs],
-            [p for _, p in pairs],
-            padding=True,
-            truncation=True,
-            max_length=self.reranker.max_length,
-            return_tensors="pt",
-        )
-        features = {k: v.to(self.device) for k, v in encoded.items()}
-        logits: Tensor = self.reranker.model(**features).logits
+        # The reranker's own inputs (its Rust tokenizer, its truncation), so training and
+        # reranking see the same tokens.
+        logits: Tensor = self.reranker.model(**self.reranker.features(pairs)).logits
         return logits.float()
 
     def _batch_loss(self, batch: Sequence[Example]) -> Tensor:

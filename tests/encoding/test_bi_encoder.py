@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from sbert_retrieval.encoding import BiEncoder
-from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV, _resolve_dtype, cpu_native_bf16
+from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV, cpu_native_bf16
+from sbert_retrieval.encoding.encoder_model import _resolve_dtype
 from sbert_retrieval.reranking import CrossEncoderReranker
 from tests.conftest import build_tiny_model
 

@@ -228,14 +228,13 @@ def test_a_cuda_worker_takes_its_device_before_it_loads(monkeypatch: pytest.Monk
     class Loaded:
         dimension = 3
 
-        def __init__(self, model: str, *, device: str, engine: EngineConfig) -> None:
+        def __init__(self, *, device: str, engine: EngineConfig) -> None:
             calls.append(("load", device))
 
-    monkeypatch.setattr("sbert_retrieval.encoding.bi_encoder.BiEncoder", Loaded)
     inbox: queue.Queue[object] = queue.Queue()
     outbox: queue.Queue[object] = queue.Queue()
     inbox.put(multi_device._STOP)
-    setup = {"model": "m", "device": "cuda:1", "settings": {}, "engine": asdict(EngineConfig())}
+    setup = {"make_encoder": Loaded, "device": "cuda:1", "engine": asdict(EngineConfig())}
     multi_device._worker(setup, inbox, outbox)
     assert calls == [("set_device", "cuda:1"), ("load", "cuda:1")]
     assert outbox.get_nowait() == (-1, 3)
