@@ -12,7 +12,8 @@ Contenders, each built once, then timed in rounds whose order alternates (forwar
   Runtime's transformer fusions, ``onnxruntime.transformers.optimizer``). This is also what
   sentence-transformers' ``backend="onnx"`` (plain / O-levels) runs, an ONNX Runtime session
   over the graph; it cannot be loaded here: its optimum dependency needs transformers < 4.58;
-* ours: ``auto`` and each backend (``torch`` float32, ``torch`` bfloat16, ``onnx``).
+* ours: ``auto`` and each backend (``torch`` float32, ``torch`` bfloat16, ``onnx``, and the
+  lossy opt-in ``onnx-int8``, listed but never a lossless contender).
 
 Workloads: STSb sentences (distinct, train first) and SciFact abstracts (title + text, cut at
 256 tokens), batch 32, texts/s best of ``--rounds``; one short query (the first 10 words of a
@@ -96,6 +97,8 @@ def contenders(args: argparse.Namespace, work: Path) -> dict[str, Encode]:
             BiEncoder(args.model, device="cpu", backend="torch", dtype="bfloat16"),
         ),
         ("ours onnx float32", BiEncoder(args.model, device="cpu", backend="onnx")),
+        # Lossy (opt-in): listed, never counted as a lossless contender.
+        ("ours onnx int8", BiEncoder(args.model, device="cpu", backend="onnx-int8")),
     ):
         found[name] = lambda t, m=model: m.encode(t, batch_size=args.batch_size)
     try:

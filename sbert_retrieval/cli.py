@@ -64,9 +64,10 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, *, model_help: str) -> N
     group.add_argument(
         "--inference-backend",
         default="auto",
-        choices=("auto", "torch", "onnx"),  # sbert_retrieval.models.BACKENDS, without importing it
-        help="encoder and reranker backend: auto (measured per machine), torch, or onnx (ONNX"
-        " Runtime, float32, CPU; the [onnx] extra) (default: auto)",
+        choices=("auto", "torch", "onnx", "onnx-int8"),  # models.BACKENDS, without importing it
+        help="encoder and reranker backend: auto (measured per machine), torch, onnx (ONNX"
+        " Runtime, float32, CPU; the [onnx] extra) or onnx-int8 (the encoder's weights in int8:"
+        " lossy, opt-in; the reranker then runs auto) (default: auto)",
     )
     group.add_argument(
         "--batch-size", type=_positive, default=32, help="texts per forward pass (default 32)"
@@ -624,14 +625,14 @@ def _store_config(args: argparse.Namespace) -> Any:
 def _reranker(args: argparse.Namespace) -> Any:
     if not args.rerank:
         return None
-    from sbert_retrieval.reranking import CrossEncoderReranker
+    from sbert_retrieval.reranking import CrossEncoderReranker, reranker_backend
 
     return CrossEncoderReranker(
         args.rerank,
         device=args.device,
         dtype=args.dtype,
         rerank_weight=args.rerank_weight,
-        backend=args.inference_backend,
+        backend=reranker_backend(args.inference_backend),
     )
 
 

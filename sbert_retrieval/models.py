@@ -53,10 +53,12 @@ __all__ = [
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len", "lasttoken")
 
-#: Inference backends: ``auto`` (measured: see
-#: :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`), ``torch`` or ``onnx`` (ONNX
-#: Runtime, float32, CPU; the ``[onnx]`` extra).
-BACKENDS = ("auto", "torch", "onnx")
+#: Inference backends: ``auto`` (the fastest lossless path on this machine:
+#: :func:`~sbert_retrieval.encoding.encoder_model.resolve_backend`), ``torch``, ``onnx`` (ONNX
+#: Runtime, float32, CPU; the ``[onnx]`` extra) and ``onnx-int8`` (the same graph with its
+#: weights quantized to int8 by ONNX Runtime's dynamic quantization: lossy, opt-in, bi-encoder
+#: only; its retrieval cost is in BENCHMARKS.md).
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 DEFAULT_RERANKER = "sbert-retrieval/reranker-minilm-l6"
 #: The checkout's folder of shipped models (beside the package: an editable install finds it).

@@ -20,7 +20,7 @@ from sbert_retrieval.encoding.onnx_backend import OnnxModel
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
-__all__ = ["ACTIVATIONS", "CrossEncoderReranker", "check_rerank_weight"]
+__all__ = ["ACTIVATIONS", "CrossEncoderReranker", "check_rerank_weight", "reranker_backend"]
 
 ACTIVATIONS = ("auto", "sigmoid", "identity", "softmax")
 
@@ -29,6 +29,13 @@ def _saved_activation(config: dict[str, Any]) -> str | None:
     saved = (config.get("sentence_transformers") or {}).get("activation_fn") or ""
     name = str(saved).rsplit(".", 1)[-1].lower()
     return {"sigmoid": "sigmoid", "identity": "identity", "softmax": "softmax"}.get(name)
+
+
+def reranker_backend(inference_backend: str) -> str:
+    """The reranker's backend where the encoder runs ``inference_backend`` (the CLI's and the
+    service's one setting for both): the same, except ``onnx-int8``, which is for bi-encoders
+    only, and gives the reranker ``auto``."""
+    return "auto" if inference_backend == "onnx-int8" else inference_backend
 
 
 def check_rerank_weight(weight: float) -> float:
@@ -104,6 +111,12 @@ class CrossEncoderReranker:
         self.device = resolve_device(device)
         # auto on CPU: bfloat16 where native, as the bi-encoder (2.3x the float32 speed here;
         # scores move by ~0.01 and dev nDCG@10 by <= 0.003, BENCHMARKS.md).
+        if backend == "onnx-int8":
+            # Measured: int8 moved this project's reranker scores by up to 0.58 (BENCHMARKS.md).
+            raise ValueError(
+                "the onnx-int8 backend is for bi-encoders only (int8 moved cross-encoder scores"
+                " by up to 0.58); valid for a reranker: auto, torch, onnx"
+            )
         self.backend, self.dtype = resolve_backend(backend, self.device, dtype)
         # Reranking scores a query's top 20-100 long pairs at once, where ONNX Runtime measured
         # no faster than torch (BENCHMARKS.md): auto reranks with torch alone.

@@ -1,8 +1,9 @@
 """A content-addressed cache of encoded corpora, so repeated evaluations encode once.
 
 The key covers everything that changes the vectors: the model's fingerprint, pooling,
-normalization, max_seq_length, compute dtype, the prefix and every text in order. Entries are
-plain ``.npy`` files written atomically; a corrupt or mismatched entry is ignored and rewritten.
+normalization, max_seq_length, compute dtype (and int8 quantization), the prefix and every text
+in order. Entries are plain ``.npy`` files written atomically; a corrupt or mismatched entry is
+ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class EmbeddingCache:
             spec.max_seq_length,
             encoder.dtype,
             prefix,
+            # int8 vectors differ from float32 ones of the same dtype (older keys unchanged).
+            *(("int8",) if encoder.core.precision == "int8" else ()),
         ):
             digest.update(repr(part).encode())
             digest.update(b"\x00")

@@ -30,6 +30,7 @@ from sbert_retrieval.models import BACKENDS
 __all__ = [
     "CPU_BF16_ENV",
     "DTYPES",
+    "ONNX_BACKENDS",
     "ONNX_ENV",
     "ONNX_SMALL_BATCH_TOKENS",
     "EncoderModel",
@@ -126,16 +127,18 @@ def resolve_backend(
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "onnx":
+    if backend in ONNX_BACKENDS:
         if device.type != "cpu":
             raise ValueError(
-                f"the onnx backend runs on CPU only, not {device}; use backend='torch'"
+                f"the {backend} backend runs on CPU only, not {device}; use backend='torch'"
             )
         if dtype not in (None, "auto", "float32", "fp32"):
-            raise ValueError(f"the onnx backend computes float32, not {dtype}; use backend='torch'")
+            raise ValueError(
+                f"the {backend} backend computes float32, not {dtype}; use backend='torch'"
+            )
         if not onnx_runtime_available():
             raise ValueError(MISSING_EXTRA)
-        return "onnx", torch.float32
+        return backend, torch.float32
     resolved = _resolve_dtype(dtype, device)
     if (
         backend == "auto"
@@ -148,13 +151,17 @@ def resolve_backend(
     return "torch", resolved
 
 
+#: The backends that run every forward pass through ONNX Runtime.
+ONNX_BACKENDS = ("onnx", "onnx-int8")
+
+
 class EncoderModel:
     """A transformer with SBERT pooling on one device: padded token ids → float32 vectors.
 
     Args:
         path: Local checkpoint directory (already resolved).
         device: Where the torch model lives.
-        backend: ``torch``, ``onnx`` or ``torch+onnx`` (:func:`resolve_backend`).
+        backend: ``torch``, ``onnx``, ``onnx-int8`` or ``torch+onnx`` (:func:`resolve_backend`).
         dtype: The torch model's compute dtype (:func:`resolve_backend`).
         pooling: An SBERT pooling mode (:data:`~sbert_retrieval.models.POOLING_MODES`).
         normalize: L2-normalize the pooled vectors.
@@ -163,8 +170,9 @@ class EncoderModel:
 
     On CPU the torch model's linear layers run through oneDNN
     (:func:`~sbert_retrieval.encoding.onednn.use_onednn_linear`) outside training. ``onnx``
-    makes its ONNX Runtime session now (a failed export is the caller's error); ``torch+onnx``
-    makes it on the first small forward pass, so bulk-only use (ingestion) never exports.
+    (and ``onnx-int8``) makes its ONNX Runtime session now (a failed export is the caller's
+    error); ``torch+onnx`` makes it on the first small forward pass, so bulk-only use
+    (ingestion) never exports.
 
     Thread safety: :attr:`lock` serializes forward passes; :meth:`forward` and
     :meth:`forward_ids` expect the caller to hold it (every runner does, per batch).
@@ -199,12 +207,18 @@ class EncoderModel:
             use_onednn_linear(self.model)
         self.dimension = int(self.model.config.hidden_size)
         self.onnx: OnnxModel | None = None
-        if backend == "onnx":
-            self.onnx = OnnxModel(path, "feature-extraction")
+        if backend in ONNX_BACKENDS:
+            self.onnx = OnnxModel(path, "feature-extraction", int8=backend == "onnx-int8")
         #: Lowers the batch size after an out-of-memory error (shared by every runner).
         self.oom = OutOfMemoryPolicy(device)
         #: Serializes forward passes (and the encoder's tokenizer, which is not re-entrant).
         self.lock = threading.Lock()
+
+    @property
+    def precision(self) -> str:
+        """What the vectors are computed in: ``int8`` (``onnx-int8``), else the dtype's name
+        (``float32``, ``bfloat16``, ``float16``). Reports record it."""
+        return "int8" if self.backend == "onnx-int8" else str(self.dtype).removeprefix("torch.")
 
     def forward_ids(self, batch: list[list[int]]) -> np.ndarray:
         """Vectors of token id lists (padded here), halved on out-of-memory
@@ -234,7 +248,7 @@ class EncoderModel:
         """Pooled (and normalized) float32 vectors of padded ids, left on the model's device,
         through the backend's choice for this batch's size. ``input_ids`` and
         ``attention_mask``: ``(batch, width)`` int64. The caller holds :attr:`lock`."""
-        onnx = self.onnx if self.backend == "onnx" else None
+        onnx = self.onnx if self.backend in ONNX_BACKENDS else None
         if self.backend == "torch+onnx" and input_ids.numel() <= ONNX_SMALL_BATCH_TOKENS:
             onnx = self._small_batch_session()
         if onnx is None:

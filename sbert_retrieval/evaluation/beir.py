@@ -236,7 +236,7 @@ def evaluate_beir(
         reranked=reranker is not None,
         mode=mode,
         fusion=fusion if mode == "hybrid" else None,
-        precision=str(encoder.dtype).removeprefix("torch."),
+        precision=encoder.core.precision,
         inference=encoder.backend,
     )
 

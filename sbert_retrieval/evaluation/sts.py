@@ -64,6 +64,6 @@ def evaluate_sts(
         pearson=pearson(cosines, pairs.scores),
         pairs=len(pairs),
         seconds=time.perf_counter() - started,
-        precision=str(encoder.dtype).removeprefix("torch."),
+        precision=encoder.core.precision,
         inference=encoder.backend,
     )

@@ -113,8 +113,9 @@ class ServerConfig:
             all-MiniLM-L6-v2). Must be the index's weights.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default: CUDA when available).
         dtype: ``float32``, ``float16``, ``bfloat16`` or ``auto`` (default: auto).
-        inference_backend: Backend of the encoder and reranker: ``auto`` (default), ``torch``
-            or ``onnx`` (see :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`).
+        inference_backend: Backend of the encoder and reranker: ``auto`` (default), ``torch``,
+            ``onnx`` or ``onnx-int8`` (the encoder only; see
+            :func:`~sbert_retrieval.encoding.encoder_model.resolve_backend`).
         batch_size: Texts per forward pass when ingesting, and most queries coalesced into one
             forward pass when searching (default 32).
         query_prefix: Query prefix of a new index (default: the model's ``query`` prompt); an
@@ -468,14 +469,14 @@ class _Service:
                 else IngestionPipeline(self.encoder, self.store, config.ingest)
             )
             if reranker is None and config.rerank_model:
-                from sbert_retrieval.reranking import CrossEncoderReranker
+                from sbert_retrieval.reranking import CrossEncoderReranker, reranker_backend
 
                 reranker = CrossEncoderReranker(
                     config.rerank_model,
                     device=config.device,
                     dtype=config.dtype,
                     rerank_weight=config.rerank_weight,
-                    backend=config.inference_backend,
+                    backend=reranker_backend(config.inference_backend),
                 )
         except BaseException:
             self.store.close()

@@ -247,3 +247,43 @@ def test_the_cli_takes_the_inference_backend(
     assert [h["text"] for h in hits] == ["Cats eat mice."]
     with pytest.raises(SystemExit):
         cli.main(["search", "--index", str(tmp_path / "index"), "q", "--inference-backend", "x"])
+
+
+def test_int8_is_an_opt_in_quantized_graph_that_stays_close_to_float32(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    import onnx
+
+    from sbert_retrieval.encoding.cache import EmbeddingCache
+    from tests.encoding.test_bi_encoder import scifact_abstracts
+
+    cpu = torch.device("cpu")
+    assert resolve_backend("onnx-int8", cpu, None) == ("onnx-int8", torch.float32)
+    with pytest.raises(ValueError, match="onnx-int8 backend runs on CPU only"):
+        resolve_backend("onnx-int8", torch.device("cuda"), None)
+    with pytest.raises(ValueError, match="computes float32, not bfloat16"):
+        resolve_backend("onnx-int8", cpu, "bfloat16")
+    int8 = BiEncoder(device="cpu", backend="onnx-int8")
+    fp32 = BiEncoder(device="cpu", backend="onnx")
+    assert int8.core.precision == "int8" and fp32.core.precision == "float32"
+    graph = int8.core.onnx.graph if int8.core.onnx is not None else None
+    assert graph is not None and graph.name == "model-int8.onnx"
+    operators = {node.op_type for node in onnx.load(str(graph)).graph.node}
+    assert "MatMulInteger" in operators or "DynamicQuantizeMatMul" in operators, operators
+    texts = ["what do cats eat", *scifact_abstracts(shared_data, 8)]
+    got, want = int8.encode(texts), fp32.encode(texts)
+    cosines = np.sum(got * want, axis=1)  # both normalized
+    assert cosines.min() > 0.98, cosines  # close (measured 0.989 on MiniLM) ...
+    assert not np.allclose(got, want, atol=1e-4)  # ... and really quantized
+    # Cached int8 vectors are never served to a float32 encoder, nor the other way round.
+    assert EmbeddingCache.key(int8, texts, "") != EmbeddingCache.key(fp32, texts, "")
+
+
+def test_the_reranker_refuses_int8_and_the_cli_gives_it_auto(tmp_path: Path) -> None:
+    from sbert_retrieval.reranking import reranker_backend
+
+    model_dir = build_cross_encoder(tmp_path / "ce")
+    with pytest.raises(ValueError, match=r"bi-encoders only.*valid for a reranker: auto, torch"):
+        CrossEncoderReranker(model_dir, device="cpu", backend="onnx-int8")
+    assert reranker_backend("onnx-int8") == "auto"
+    assert [reranker_backend(b) for b in ("auto", "torch", "onnx")] == ["auto", "torch", "onnx"]
