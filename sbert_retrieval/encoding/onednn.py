@@ -18,6 +18,7 @@ weight's own dtype. Anywhere else (training, CUDA, autocast) the layer is a plai
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -40,15 +41,18 @@ def onednn_supported(dtype: torch.dtype) -> bool:
     :data:`ONEDNN_ENV` not ``0``."""
     if os.environ.get(ONEDNN_ENV, "1") == "0":
         return False
+    return dtype in _native_dtypes()
+
+
+@functools.cache
+def _native_dtypes() -> frozenset[torch.dtype]:
+    """The dtypes this machine's oneDNN runs natively (asked once: forward passes check it)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return frozenset()
     if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-        return False
-    if dtype == torch.float32:
-        return True
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
+        return frozenset()
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return frozenset({torch.float32, *((torch.bfloat16,) if bf16 else ())})
 
 
 def _exact_gelu(module: Any) -> bool:
@@ -80,6 +84,8 @@ class OneDnnLinear(nn.Linear):
             input.device.type != "cpu"
             or weight.device.type != "cpu"
             or input.dtype != weight.dtype
+            # A model cast after the swap (float16, or bfloat16 where oneDNN lacks it).
+            or not onednn_supported(weight.dtype)
             or (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
             or torch.is_autocast_enabled("cpu")
         ):

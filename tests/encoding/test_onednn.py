@@ -134,3 +134,15 @@ def test_the_environment_switch_and_unsupported_dtypes_keep_torch_layers(
     model = _bert()
     assert use_onednn_linear(model) == 0
     assert not any(isinstance(m, OneDnnLinear) for m in model.modules())
+
+
+def test_a_model_cast_after_the_swap_runs_the_plain_layers() -> None:
+    # float16 has no oneDNN linear here: the cast copy must still compute, as nn.Linear does.
+    plain = _bert().to(torch.float16)
+    fast = _bert()
+    use_onednn_linear(fast)
+    fast.to(torch.float16)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            fast(**_inputs()).logits, plain(**_inputs()).logits, atol=0, rtol=0
+        )
