@@ -531,6 +531,13 @@ def _add_reranker_parser(kinds: argparse._SubParsersAction[argparse.ArgumentPars
         default=recipe.scifact,
         help=f"train on SciFact train claims, a share held out as dev ({recipe.scifact})",
     )
+    sub.add_argument(
+        "--scifact-dev-by",
+        choices=("claim", "abstract"),  # training.reranker.SCIFACT_DEV_SPLITS
+        default=recipe.scifact_dev_by,
+        help="hold SciFact dev claims out one by one (claim: the shipped recipe) or by cited"
+        f" abstract (abstract: no dev answer is trained on) ({recipe.scifact_dev_by})",
+    )
     defaults = RERANKER_TRAINING
     sub.add_argument("--epochs", type=_positive, default=defaults.epochs)
     sub.add_argument(
@@ -888,6 +895,7 @@ def _train_reranker(args: argparse.Namespace) -> dict[str, Any]:
         squad_paragraphs=args.squad_paragraphs,
         answer_selection_rounds=args.qa_rounds,
         scifact=args.scifact,
+        scifact_dev_by=args.scifact_dev_by,
     )
     return train_reranker(
         config,

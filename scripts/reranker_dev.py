@@ -7,7 +7,9 @@ dense`` (default; all-MiniLM-L6-v2, the product default, exact) or ``hybrid`` (t
 and BM25's top 100 fused by reciprocal rank, k 60, as ``--mode hybrid`` does):
 
 * WikiQA dev in the BEIR view (126 questions over its 1,119 candidate sentences);
-* the SciFact train claims the recipe held out (same seed and share as training);
+* the SciFact train claims the recipe held out (same seed, share and ``--scifact-dev-by`` split
+  as training); ``--scifact leak-free`` keeps only those that cite no abstract a training
+  claim cites (51 of the shipped model's 121);
 * SQuAD v1.1 dev paragraph retrieval: a seeded sample of ``--squad-queries`` questions over all
   2,067 dev paragraphs, reranking the dense top ``--squad-depth``.
 
@@ -41,6 +43,20 @@ def main() -> None:
     parser.add_argument("--squad-queries", type=int, default=500)
     parser.add_argument("--squad-depth", type=int, default=30)
     parser.add_argument("--seed", type=int, default=42, help="the recipe's seed (42)")
+    parser.add_argument(
+        "--scifact-dev-by", choices=("claim", "abstract"), default="claim", help="as trained"
+    )
+    parser.add_argument(
+        "--scifact",
+        choices=("heldout", "leak-free"),
+        default="heldout",
+        help="every held-out claim, or only those sharing no positive with training (heldout)",
+    )
+    parser.add_argument(
+        "--sets",
+        default="wikiqa,scifact,squad",
+        help="comma-separated dev sets to score (default all three; the weight is their mean)",
+    )
     parser.add_argument("--write", action="store_true", help="record the chosen weight")
     parser.add_argument("--out", help="results JSON (default: benchmarks/results/)")
     args = parser.parse_args()
@@ -62,6 +78,7 @@ def main() -> None:
         choose_rerank_weight,
         dense_candidates,
         hybrid_candidates,
+        leak_free,
         load_answer_selection_retrieval,
         recommend_rerank_weight,
         scifact_dev_split,
@@ -85,22 +102,36 @@ def main() -> None:
             return dense
         return hybrid_candidates(dense, bm25_candidates(data, branch), depth)
 
-    wikiqa = load_answer_selection_retrieval(SHARED_DATA, "wikiqa", "dev")
-    _, scifact = scifact_dev_split(
-        load_scifact(SHARED_DATA, "train"), RerankerRecipe().scifact_dev, args.seed
-    )
-    squad = load_squad(SHARED_DATA, "dev").sample(args.squad_queries, 0)
-    evaluators = {
-        "wikiqa-dev": FirstStageRerankingEvaluator(
+    sets = set(args.sets.split(","))
+    unknown = sets - {"wikiqa", "scifact", "squad"}
+    if unknown:
+        parser.error(f"unknown dev sets {sorted(unknown)}; valid: wikiqa, scifact, squad")
+    if args.write and (sets != {"wikiqa", "scifact", "squad"} or args.scifact != "heldout"):
+        parser.error("--write records the best mean over all three held-out dev sets only")
+    evaluators = {}
+    if "wikiqa" in sets:
+        wikiqa = load_answer_selection_retrieval(SHARED_DATA, "wikiqa", "dev")
+        evaluators["wikiqa-dev"] = FirstStageRerankingEvaluator(
             wikiqa, first_stage(wikiqa, args.depth), depth=args.depth, name="wikiqa"
-        ),
-        "scifact-heldout-train": FirstStageRerankingEvaluator(
+        )
+    if "scifact" in sets:
+        trained, scifact = scifact_dev_split(
+            load_scifact(SHARED_DATA, "train"),
+            RerankerRecipe().scifact_dev,
+            args.seed,
+            by=args.scifact_dev_by,
+        )
+        name = "scifact-heldout-train"
+        if args.scifact == "leak-free":
+            scifact, name = leak_free(scifact, trained), "scifact-heldout-leak-free"
+        evaluators[name] = FirstStageRerankingEvaluator(
             scifact, first_stage(scifact, args.depth), depth=args.depth, name="scifact"
-        ),
-        "squad-dev": FirstStageRerankingEvaluator(
+        )
+    if "squad" in sets:
+        squad = load_squad(SHARED_DATA, "dev").sample(args.squad_queries, 0)
+        evaluators["squad-dev"] = FirstStageRerankingEvaluator(
             squad, first_stage(squad, args.squad_depth), depth=args.squad_depth, name="squad"
-        ),
-    }
+        )
     encoder.close()
     reranker = CrossEncoderReranker(args.reranker, dtype=args.dtype)
     started = time.perf_counter()

@@ -48,6 +48,7 @@ from sbert_retrieval.training.trainer import TrainingConfig
 
 __all__ = [
     "RERANKER_TRAINING",
+    "SCIFACT_DEV_SPLITS",
     "WEIGHT_GRID",
     "Candidates",
     "FirstStageRerankingEvaluator",
@@ -56,6 +57,7 @@ __all__ = [
     "choose_rerank_weight",
     "dense_candidates",
     "hybrid_candidates",
+    "leak_free",
     "load_answer_selection_retrieval",
     "load_squad_sentences",
     "recommend_rerank_weight",
@@ -405,6 +407,9 @@ class RerankerRecipe:
             round).
         scifact: SciFact train claims are used (all but the ``scifact_dev`` share).
         scifact_dev: Share of SciFact train claims held out as dev (seeded), never trained on.
+        scifact_dev_by: How they are held out (:func:`scifact_dev_split`): ``claim`` (the
+            shipped model's recipe) or ``abstract`` (no dev positive is a training positive;
+            the split to choose the next recipe on).
         sentence_negatives: Negatives per group by kind for sentence-level sources.
         passage_negatives: Negatives per group by kind for paragraph/abstract sources.
         depth: First-stage candidates mined per query.
@@ -418,6 +423,7 @@ class RerankerRecipe:
     answer_selection_rounds: int = 1
     scifact: bool = True
     scifact_dev: float = 0.15
+    scifact_dev_by: str = "claim"
     sentence_negatives: Mapping[str, int] = field(
         default_factory=lambda: {"on_topic": 1, "dense": 3, "lexical": 2}
     )
@@ -503,16 +509,72 @@ class _Mined:
         )
 
 
+#: How :func:`scifact_dev_split` holds claims out: ``claim`` (a seeded sample of claims) or
+#: ``abstract`` (whole groups of claims that share a cited abstract, so no dev claim's positive
+#: is ever a training positive).
+SCIFACT_DEV_SPLITS = ("claim", "abstract")
+
+
 def scifact_dev_split(
-    claims: RetrievalData, share: float, seed: int
+    claims: RetrievalData, share: float, seed: int, *, by: str = "claim"
 ) -> tuple[RetrievalData, RetrievalData]:
-    """SciFact train claims split into (train, dev): a seeded ``share`` held out as dev."""
+    """SciFact train claims split into (train, dev): a seeded ``share`` held out as dev.
+
+    ``by="claim"`` samples claims (the shipped reranker's recipe): 70 of its 121 dev claims
+    cite an abstract that a training claim cites too, so that dev set partly measures
+    remembered abstracts. ``by="abstract"`` holds out whole connected groups of claims linked
+    by a shared positive abstract, seeded, until ``share`` of the claims is reached: no dev
+    positive is a training positive.
+    """
+    if by not in SCIFACT_DEV_SPLITS:
+        raise ValueError(f"unknown split {by!r}; valid: {', '.join(SCIFACT_DEV_SPLITS)}")
     ids = list(claims.queries)
-    held = set(random.Random(seed).sample(ids, round(len(ids) * share)))
+    target = round(len(ids) * share)
+    if by == "claim":
+        held = set(random.Random(seed).sample(ids, target))
+    else:
+        groups = _claims_sharing_abstracts(claims)
+        random.Random(seed).shuffle(groups)
+        held = set()
+        for group in groups:
+            if len(held) >= target:
+                break
+            held.update(group)
     return (
         claims.subset([q for q in ids if q not in held]),
         claims.subset([q for q in ids if q in held]),
     )
+
+
+def _claims_sharing_abstracts(claims: RetrievalData) -> list[list[str]]:
+    """Claims grouped into connected components of "cites a positive abstract in common",
+    each group in query order, groups in the order of their first claim."""
+    parent = {q: q for q in claims.queries}
+
+    def root(q: str) -> str:
+        while parent[q] != q:
+            parent[q] = parent[parent[q]]
+            q = parent[q]
+        return q
+
+    first_citer: dict[str, str] = {}
+    for q in claims.queries:
+        for doc in claims.positives.get(q, ()):
+            if doc in first_citer:
+                parent[root(q)] = root(first_citer[doc])
+            else:
+                first_citer[doc] = q
+    groups: dict[str, list[str]] = {}
+    for q in claims.queries:
+        groups.setdefault(root(q), []).append(q)
+    return list(groups.values())
+
+
+def leak_free(dev: RetrievalData, train: RetrievalData) -> RetrievalData:
+    """``dev`` without the queries that share a positive with any ``train`` query: what a
+    model trained on ``train`` has not seen the answers of."""
+    seen = {doc for q in train.queries for doc in train.positives.get(q, ())}
+    return dev.subset([q for q in dev.queries if not seen.intersection(dev.positives.get(q, ()))])
 
 
 def reranker_training_data(
@@ -563,7 +625,9 @@ def reranker_training_data(
         for round_ in range(recipe.answer_selection_rounds):
             add(name, data, recipe.sentence_negatives, on_topic=labelled, seed=seed + round_)
     if recipe.scifact:
-        train, _ = scifact_dev_split(load_scifact(root, "train"), recipe.scifact_dev, seed)
+        train, _ = scifact_dev_split(
+            load_scifact(root, "train"), recipe.scifact_dev, seed, by=recipe.scifact_dev_by
+        )
         add("scifact-train", train, recipe.passage_negatives, seed=seed)
     # WikiQA dev only while training (short pairs: ~1 minute per evaluation on 2 cores); the
     # held-out SciFact claims and SQuAD dev are scored after training, where the rerank weight

@@ -16,8 +16,10 @@ from sbert_retrieval.training.reranker import (
     bm25_candidates,
     dense_candidates,
     hybrid_candidates,
+    leak_free,
     load_answer_selection_retrieval,
     load_squad_sentences,
+    scifact_dev_split,
     split_sentences,
     training_groups,
 )
@@ -334,3 +336,59 @@ def test_choose_rerank_weight_picks_the_best_mean_and_is_recorded(
     assert given.rerank_weight_for("hybrid") == given.rerank_weight_for("dense") == 0.9
     with pytest.raises(ValueError, match="unknown first stage 'sparse'; valid: dense, lexical"):
         recommend_rerank_weight(model, 0.5, first_stage="sparse")
+
+
+CLAIMS = RetrievalData(
+    queries={f"c{i}": f"claim {i}" for i in range(1, 9)},
+    corpus={d: d for d in "abcdefgh"},
+    # c1, c2, c5 are linked through abstracts a and b; the others cite their own.
+    positives={
+        "c1": ("a",),
+        "c2": ("a", "b"),
+        "c3": ("c",),
+        "c4": ("d",),
+        "c5": ("b",),
+        "c6": ("e",),
+        "c7": ("f",),
+        "c8": ("g", "h"),
+    },
+)
+
+
+def _positives(data: RetrievalData) -> set[str]:
+    return {doc for q in data.queries for doc in data.positives[q]}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_split_by_abstract_never_holds_out_a_trained_answer(seed: int) -> None:
+    train, dev = scifact_dev_split(CLAIMS, 0.25, seed, by="abstract")
+    assert set(train.queries) | set(dev.queries) == set(CLAIMS.queries)
+    assert not set(train.queries) & set(dev.queries)
+    assert len(dev.queries) >= 2  # whole groups until the share is reached
+    assert not _positives(train) & _positives(dev)
+    # c1, c2 and c5 share abstracts: they land on one side together.
+    assert len({("c1" in dev.queries), ("c2" in dev.queries), ("c5" in dev.queries)}) == 1
+    assert scifact_dev_split(CLAIMS, 0.25, seed, by="abstract")[1].queries == dev.queries
+
+
+def test_leak_free_drops_the_dev_claims_whose_answers_were_trained_on() -> None:
+    train = CLAIMS.subset(["c1", "c3"])
+    dev = CLAIMS.subset(["c2", "c4", "c5"])
+    assert list(leak_free(dev, train).queries) == ["c4", "c5"]  # c2 cites a, as c1 does
+    with pytest.raises(ValueError, match="valid: claim, abstract"):
+        scifact_dev_split(CLAIMS, 0.25, 0, by="document")
+
+
+def test_the_shipped_recipes_scifact_dev_is_partly_leaky_and_the_abstract_split_is_not(
+    shared_data: Path,
+) -> None:
+    from sbert_retrieval.training.data import load_scifact
+    from sbert_retrieval.training.reranker import RerankerRecipe
+
+    claims = load_scifact(shared_data, "train")
+    share = RerankerRecipe().scifact_dev
+    train, dev = scifact_dev_split(claims, share, 42)  # the shipped model's split
+    assert len(dev.queries) == 121
+    assert len(leak_free(dev, train).queries) == 51  # 70 share a trained abstract
+    train, dev = scifact_dev_split(claims, share, 42, by="abstract")
+    assert len(dev.queries) >= 121 and not _positives(train) & _positives(dev)
