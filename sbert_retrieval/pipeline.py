@@ -167,7 +167,7 @@ class IngestReport:
         payloads_updated: Kept chunks whose payload was rewritten without re-encoding.
         seconds: Wall time of the run.
         failures: Each skipped record with its location and reason.
-        precision: The encoder's compute dtype (``float32``, ``bfloat16``, ...).
+        precision: What the encoder computes in (``float32``, ``bfloat16``, ``int8``, ...).
         inference: The encoder's backend (``torch``, ``onnx``, ``torch+onnx``): with
             ``precision``, what ``auto`` chose on this machine.
     """
@@ -350,7 +350,7 @@ class IngestionPipeline:
             payloads_updated=tally.payloads_updated,
             seconds=time.perf_counter() - started,
             failures=tuple(tally.failures),
-            precision=str(getattr(self.encoder, "dtype", "")).removeprefix("torch."),
+            precision=str(getattr(self.encoder, "precision", "")),
             inference=str(getattr(self.encoder, "backend", "")),
         )
 

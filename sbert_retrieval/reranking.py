@@ -70,7 +70,8 @@ class CrossEncoderReranker:
         dtype: ``float32``, ``float16``, ``bfloat16`` or ``auto`` (fp16 on CUDA; on CPU bf16
             where the CPU computes it natively, else fp32: see ``cpu_native_bf16``).
         backend: ``auto`` (default: torch), ``torch`` or ``onnx`` (ONNX Runtime, float32, CPU:
-            :func:`~sbert_retrieval.encoding.bi_encoder.resolve_backend`).
+            :func:`~sbert_retrieval.encoding.encoder_model.resolve_backend`); ``onnx-int8`` is
+            refused.
         max_length: Tokens per pair, special tokens included (default: the tokenizer's limit).
             Longer pairs are truncated, longest side first, and counted in ``truncated``.
         batch_size: Pairs per forward pass (default 32).

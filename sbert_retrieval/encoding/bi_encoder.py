@@ -99,9 +99,10 @@ class BiEncoder:
             :class:`EngineConfig` to use it, ``False`` for the plain loop, ``None`` (default)
             for the engine on CUDA only. :meth:`encode_stream` always uses it.
         backend: ``auto`` (default: on CPU, queries through ONNX Runtime where installed and
-            the rest through torch: see :func:`resolve_backend`), ``torch`` or ``onnx`` (ONNX
+            the rest through torch: see :func:`resolve_backend`), ``torch``, ``onnx`` (ONNX
             Runtime in float32 on CPU for every forward pass, the graph exported here on first
-            use and cached; the ``[onnx]`` extra). The choice is :attr:`backend`; the torch
+            use and cached; the ``[onnx]`` extra) or ``onnx-int8`` (that graph with int8
+            weights: lossy, opt-in). The choice is :attr:`backend`; the torch
             model is loaded either way (training and :attr:`model` use it).
 
     Thread safety: :meth:`encode` may be called from several threads; tokenization and each
@@ -210,8 +211,10 @@ class BiEncoder:
         return self.core.dimension
 
     @property
-    def _onnx(self) -> Any:
-        return self.core.onnx
+    def precision(self) -> str:
+        """What the vectors are computed in (``int8``, ``float32``, ``bfloat16``, ...), as
+        reports record it: :attr:`EncoderModel.precision`."""
+        return self.core.precision
 
     # -- identity -------------------------------------------------------------------------
     def spec(
@@ -360,6 +363,9 @@ class BiEncoder:
             make_encoder = functools.partial(
                 BiEncoder,
                 str(self.path),
+                # The backend asked for (auto resolves alike in the workers), so an onnx or
+                # onnx-int8 encoder's workers compute the same vectors as the encoder.
+                backend="auto" if self.backend == "torch+onnx" else self.backend,
                 dtype=str(self.dtype).removeprefix("torch."),
                 batch_size=self.batch_size,
                 max_batch_tokens=self.max_batch_tokens,

@@ -47,7 +47,7 @@ class EmbeddingCache:
             encoder.dtype,
             prefix,
             # int8 vectors differ from float32 ones of the same dtype (older keys unchanged).
-            *(("int8",) if encoder.core.precision == "int8" else ()),
+            *(("int8",) if encoder.precision == "int8" else ()),
         ):
             digest.update(repr(part).encode())
             digest.update(b"\x00")

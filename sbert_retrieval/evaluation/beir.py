@@ -51,8 +51,8 @@ class BeirResult:
         reranked: Whether a cross-encoder reordered the top candidates.
         mode: ``dense``, ``lexical`` or ``hybrid``.
         fusion: The hybrid fusion (``rrf`` or ``weighted``); ``None`` outside hybrid mode.
-        precision: The passage encoder's compute dtype (``float32``, ``bfloat16``, ...): what
-            ``dtype="auto"`` chose on this machine.
+        precision: What the passage encoder computes in (``float32``, ``bfloat16``, ``int8``,
+            ...): what ``dtype="auto"`` chose on this machine.
         inference: The passage encoder's backend (``torch``, ``onnx`` or ``torch+onnx``):
             what ``backend="auto"`` chose.
     """
@@ -236,7 +236,7 @@ def evaluate_beir(
         reranked=reranker is not None,
         mode=mode,
         fusion=fusion if mode == "hybrid" else None,
-        precision=encoder.core.precision,
+        precision=encoder.precision,
         inference=encoder.backend,
     )
 

@@ -64,6 +64,6 @@ def evaluate_sts(
         pearson=pearson(cosines, pairs.scores),
         pairs=len(pairs),
         seconds=time.perf_counter() - started,
-        precision=encoder.core.precision,
+        precision=encoder.precision,
         inference=encoder.backend,
     )

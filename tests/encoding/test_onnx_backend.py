@@ -148,7 +148,7 @@ def test_auto_routes_by_forward_size(tmp_path: Path, monkeypatch: pytest.MonkeyP
     model_dir = build_tiny_model(tmp_path / "m")
     encoder = BiEncoder(model_dir, device="cpu")
     assert (encoder.backend, encoder.dtype) == ("torch+onnx", torch.float32)
-    assert encoder._onnx is None  # made on the first small forward pass: ingestion never exports
+    assert encoder.core.onnx is None  # made on the first small pass: ingestion never exports
     calls: list[int] = []
     original = OnnxModel.__call__
 
@@ -160,7 +160,7 @@ def test_auto_routes_by_forward_size(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(OnnxModel, "__call__", counted)
     query = encoder.encode(["what do cats eat"])  # 6 tokens: ONNX Runtime
-    assert calls == [6] and encoder._onnx is not None
+    assert calls == [6] and encoder.core.onnx is not None
     bulk = [f"sentence {i} " * 10 for i in range(8)]  # 8 × 22 tokens: torch
     got = encoder.encode(bulk, batch_size=8)
     assert calls == [6]
@@ -265,7 +265,7 @@ def test_int8_is_an_opt_in_quantized_graph_that_stays_close_to_float32(
         resolve_backend("onnx-int8", cpu, "bfloat16")
     int8 = BiEncoder(device="cpu", backend="onnx-int8")
     fp32 = BiEncoder(device="cpu", backend="onnx")
-    assert int8.core.precision == "int8" and fp32.core.precision == "float32"
+    assert int8.precision == "int8" and fp32.precision == "float32"
     graph = int8.core.onnx.graph if int8.core.onnx is not None else None
     assert graph is not None and graph.name == "model-int8.onnx"
     operators = {node.op_type for node in onnx.load(str(graph)).graph.node}
@@ -287,3 +287,29 @@ def test_the_reranker_refuses_int8_and_the_cli_gives_it_auto(tmp_path: Path) -> 
         CrossEncoderReranker(model_dir, device="cpu", backend="onnx-int8")
     assert reranker_backend("onnx-int8") == "auto"
     assert [reranker_backend(b) for b in ("auto", "torch", "onnx")] == ["auto", "torch", "onnx"]
+
+
+def test_int8_workers_on_several_devices_compute_the_encoders_vectors(tmp_path: Path) -> None:
+    from sbert_retrieval.encoding import EngineConfig
+    from sbert_retrieval.evaluation.data import StsPairs
+    from sbert_retrieval.evaluation.sts import evaluate_sts
+
+    model_dir = build_tiny_model(tmp_path / "m")
+    texts = [f"text number {i} " * (1 + i % 5) for i in range(20)]
+    alone = BiEncoder(model_dir, device="cpu", backend="onnx-int8", engine=False)
+    fanned = BiEncoder(
+        model_dir,
+        device="cpu",
+        backend="onnx-int8",
+        batch_size=4,
+        engine=EngineConfig(chunk_size=6, devices=("cpu", "cpu")),
+    )
+    try:
+        # Dynamic int8 quantizes activations per batch: other batches move vectors by ~1e-4
+        # (float32 workers are off by 3e-3 on this tiny model).
+        np.testing.assert_allclose(fanned.encode(texts), alone.encode(texts), atol=5e-4)
+        assert fanned._multi_device is not None  # the workers encoded it
+    finally:
+        fanned.close()
+    pairs = StsPairs(("a cat", "a dog"), ("a kitten", "a car"), np.array([4.0, 1.0]))
+    assert evaluate_sts(pairs, alone).precision == "int8"
