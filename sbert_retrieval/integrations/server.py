@@ -33,8 +33,10 @@ lexical index, 404, 413 body over ``max_body_bytes`` (checked from
 503 the store failed.
 
 Concurrency: one encoder per process. Concurrent queries are coalesced into batched forward
-passes by one encoder thread; store searches and reranking run on a bounded thread pool; writes
-(ingest, delete) run one at a time, while searches go on. The event loop never blocks on them.
+passes by one encoder thread; their store searches are coalesced likewise by one search thread
+(requests with the same settings share one store search), which overlaps the next forward pass;
+reranking runs on a bounded thread pool; writes (ingest, delete) run one at a time, on the pool,
+while searches go on. The event loop never blocks on them.
 """
 
 from __future__ import annotations
@@ -43,15 +45,23 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    MutableMapping,
+    Sequence,
+)
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, Generic, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -76,14 +86,15 @@ from sbert_retrieval.errors import InvalidFilterError, SbertRetrievalError, Stor
 from sbert_retrieval.fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, FUSIONS, check_fusion
 from sbert_retrieval.models import DEFAULT_MODEL, default_prefixes
 from sbert_retrieval.pipeline import IngestConfig, IngestionPipeline
-from sbert_retrieval.retrieval import MODES, Reranker, Retriever, check_mode
+from sbert_retrieval.retrieval import MODES, Hit, Reranker, Retriever, check_mode
 from sbert_retrieval.stores.base import VectorStore
 from sbert_retrieval.stores.factory import StoreConfig, open_store, stored_spec
-from sbert_retrieval.stores.filters import parse_filter
+from sbert_retrieval.stores.filters import Filter, parse_filter
 
 __all__ = [
     "API_KEY_ENV",
     "OPEN_PATHS",
+    "Coalescer",
     "QueryBatcher",
     "ServerConfig",
     "create_app",
@@ -94,6 +105,8 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+J = TypeVar("J")
+R = TypeVar("R")
 
 #: Environment variable the API key is read from by default.
 API_KEY_ENV = "SBERT_RETRIEVAL_API_KEY"
@@ -133,7 +146,7 @@ class ServerConfig:
             :func:`~sbert_retrieval.retrieval.rerank_hits`); default: what the model recommends.
         read_only: Serve searches only: ingest and delete answer 403, and a local index is
             opened without the writer lock, so several processes can serve it.
-        threads: Worker threads for store searches, reranking and writes (default 4).
+        threads: Worker threads for reranked searches and writes (default 4).
         ingest: Chunking and batching of ``/ingest`` (default :class:`IngestConfig`).
 
     Raises:
@@ -324,34 +337,44 @@ class ErrorResponse(BaseModel):
 # -- query batching ------------------------------------------------------------------------------
 
 
-class QueryBatcher:
-    """Coalesces concurrent query encodings into batched forward passes on one thread.
+class Coalescer(Generic[J, R]):
+    """Runs concurrent submissions in batches on one thread of its own.
 
-    Queries submitted while a batch is being encoded form the next batch (up to
-    ``max_batch``), so a lone query is encoded at once and a burst shares forward passes.
+    Items submitted while a batch is being processed form the next batch (up to
+    ``max_batch``), so a lone item is processed at once and a burst shares one call. A batch is
+    split into groups of equal ``key`` (arrival order kept within each) and ``process`` is
+    called once per group; an error fails that group's items only.
 
     Args:
-        encode: Encodes a list of texts into ``(n, dimension)`` rows.
-        max_batch: Most queries per forward pass (>= 1).
+        process: Answers one group: a list of items in, one result per item out, in order.
+        max_batch: Most items per batch (>= 1).
+        key: Items with different keys never share a call (default: all may).
+        name: The thread's name.
 
-    Thread safety: :meth:`submit` and :meth:`encode` may be called from any thread or event
+    Thread safety: :meth:`submit` and :meth:`result` may be called from any thread or event
     loop; :meth:`close` once, at shutdown.
     """
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int) -> None:
+    def __init__(
+        self,
+        process: Callable[[list[J]], Sequence[R]],
+        max_batch: int,
+        *,
+        key: Callable[[J], Hashable] | None = None,
+        name: str = "sbert-retrieval-batcher",
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self._encode = encode
+        self._process = process
+        self._key = key
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[str, Future[np.ndarray]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[J, Future[R]] | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._run, name="sbert-retrieval-query-encoder", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, text: str) -> Future[np.ndarray]:
-        """Queue one query; the future resolves to its ``(dimension,)`` vector.
+    def submit(self, item: J) -> Future[R]:
+        """Queue one item; the future resolves to its result.
 
         Raises:
             RuntimeError: The batcher is closed.
@@ -359,21 +382,21 @@ class QueryBatcher:
         Thread safety: safe.
         """
         if self._closed:
-            raise RuntimeError("the query encoder is shut down")
-        future: Future[np.ndarray] = Future()
-        self._queue.put((text, future))
+            raise RuntimeError(f"{self._thread.name} is shut down")
+        future: Future[R] = Future()
+        self._queue.put((item, future))
         return future
 
-    async def encode(self, text: str) -> np.ndarray:
-        """Await the vector of one query. Thread safety: safe from any event loop."""
-        return await asyncio.wrap_future(self.submit(text))
+    async def result(self, item: J) -> R:
+        """Await the result of one item. Thread safety: safe from any event loop."""
+        return await asyncio.wrap_future(self.submit(item))
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            first = self._queue.get()
+            if first is None:
                 return
-            batch = [item]
+            batch = [first]
             stop = False
             while len(batch) < self.max_batch:
                 try:
@@ -384,21 +407,30 @@ class QueryBatcher:
                     stop = True
                     break
                 batch.append(more)
-            live = [(text, fut) for text, fut in batch if fut.set_running_or_notify_cancel()]
-            if live:
-                try:
-                    vectors = self._encode([text for text, _ in live])
-                except BaseException as exc:
-                    for _, fut in live:
-                        fut.set_exception(exc)
-                else:
-                    for row, (_, fut) in enumerate(live):
-                        fut.set_result(vectors[row])
+            groups: dict[Hashable, list[tuple[J, Future[R]]]] = {}
+            for item, future in batch:
+                if future.set_running_or_notify_cancel():
+                    key = None if self._key is None else self._key(item)
+                    groups.setdefault(key, []).append((item, future))
+            for group in groups.values():
+                self._answer(group)
             if stop:
                 return
 
+    def _answer(self, group: list[tuple[J, Future[R]]]) -> None:
+        try:
+            results = self._process([item for item, _ in group])
+            if len(results) != len(group):
+                raise RuntimeError(f"{len(results)} results for {len(group)} items")
+        except BaseException as exc:
+            for _, future in group:
+                future.set_exception(exc)
+        else:
+            for result, (_, future) in zip(results, group, strict=True):
+                future.set_result(result)
+
     def close(self, timeout: float = 30.0) -> None:
-        """Finish queued queries, then stop the thread (waits up to ``timeout`` seconds).
+        """Finish queued items, then stop the thread (waits up to ``timeout`` seconds).
 
         Thread safety: call once.
         """
@@ -407,6 +439,58 @@ class QueryBatcher:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+class QueryBatcher(Coalescer[str, np.ndarray]):
+    """Coalesces concurrent query encodings into batched forward passes on one thread.
+
+    Args:
+        encode: Encodes a list of texts into ``(n, dimension)`` rows.
+        max_batch: Most queries per forward pass (>= 1).
+
+    Thread safety: as :class:`Coalescer`.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int) -> None:
+        super().__init__(
+            lambda texts: list(encode(texts)), max_batch, name="sbert-retrieval-query-encoder"
+        )
+
+    async def encode(self, text: str) -> np.ndarray:
+        """Await the ``(dimension,)`` vector of one query. Thread safety: safe."""
+        return await self.result(text)
+
+
+@dataclass(frozen=True)
+class _SearchJob:
+    """One search request, its query already encoded (``None`` in lexical mode).
+
+    ``group``: requests with equal groups share one store search (same retriever settings, k,
+    filter and doc_level).
+    """
+
+    retriever: Retriever
+    query: str
+    vector: np.ndarray | None
+    k: int
+    filter: Filter | None
+    doc_level: bool
+    group: Hashable
+
+
+def _search_group(jobs: list[_SearchJob]) -> list[list[Hit]]:
+    """Answers a group of equal-settings searches with one store search."""
+    first = jobs[0]
+    # One mode per group: every job has a vector, or (lexical) none has.
+    rows = [job.vector for job in jobs if job.vector is not None]
+    vectors = np.stack(rows) if rows else None
+    return first.retriever.search_by_vectors(
+        [job.query for job in jobs],
+        vectors,
+        first.k,
+        filter=first.filter,
+        doc_level=first.doc_level,
+    )
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -490,6 +574,15 @@ class _Service:
         self.batcher = QueryBatcher(
             lambda texts: self.encoder.encode(texts, prefix=prefix), config.batch_size
         )
+        # Searches without reranking, coalesced like the encodings: concurrent requests with
+        # the same settings share one store search (one graph query call, one SQLite read),
+        # on a thread of its own so that it overlaps the next forward pass.
+        self.searcher: Coalescer[_SearchJob, list[Hit]] = Coalescer(
+            _search_group,
+            max(config.batch_size, 64),
+            key=lambda job: job.group,
+            name="sbert-retrieval-searcher",
+        )
         self.write_lock = asyncio.Lock()
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -498,6 +591,7 @@ class _Service:
 
     def close(self) -> None:
         self.batcher.close()
+        self.searcher.close()
         self.pool.shutdown(wait=True)
         self.store.close()
 
@@ -857,17 +951,35 @@ def create_app(
         parsed = parse_filter(request.filter)
         retriever = service.retriever(request)
         # Encoded by the micro-batching encoder thread; the lexical branch needs no vector.
-        vectors = None
+        vector = None
         if request.mode != "lexical":
-            vectors = (await service.batcher.encode(request.query)).reshape(1, -1)
-        [hits] = await service.run(
-            retriever.search_by_vectors,
-            [request.query],
-            vectors,
-            request.k,
-            filter=parsed,
-            doc_level=request.doc_level,
-        )
+            vector = await service.batcher.encode(request.query)
+        if request.rerank:
+            # Reranking takes long: on the pool, so that it never holds up other searches.
+            [hits] = await service.run(
+                retriever.search_by_vectors,
+                [request.query],
+                None if vector is None else vector.reshape(1, -1),
+                request.k,
+                filter=parsed,
+                doc_level=request.doc_level,
+            )
+        else:
+            group = (
+                request.mode,
+                request.fusion,
+                request.alpha,
+                request.rrf_k,
+                request.candidates,
+                request.k,
+                request.doc_level,
+                # The JSON text, not the parsed filter: True == 1 in Python, not in a filter.
+                json.dumps(request.filter, sort_keys=True),
+            )
+            job = _SearchJob(
+                retriever, request.query, vector, request.k, parsed, request.doc_level, group
+            )
+            hits = await service.searcher.result(job)
         # Returned as a response: no second validation against the response model, which
         # only documents the shape (Hit.to_dict, the one hit serializer).
         return JSONResponse({"hits": [h.to_dict() for h in hits]})

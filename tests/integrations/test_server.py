@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from sbert_retrieval.cli import main
 from sbert_retrieval.encoding import BiEncoder
 from sbert_retrieval.errors import ModelMismatchError
 from sbert_retrieval.integrations.server import (
+    Coalescer,
     QueryBatcher,
     ServerConfig,
     create_app,
@@ -323,23 +325,36 @@ def test_concurrent_searches_match_sequential_ones(
     server: ServerProcess, client: httpx.Client
 ) -> None:
     client.post("/ingest", json={"documents": DOCS})
-    queries = [f"{doc['text']} {i}" for i in range(8) for doc in DOCS]
-    expected = [search(client, q, k=2) for q in queries]
+    # Settings mixed within one burst: requests that share a store search must share settings.
+    variants: list[dict[str, Any]] = [
+        {"k": 2},
+        {"k": 1},
+        {"k": 2, "filter": {"lang": "en"}},
+        {"k": 3, "filter": {"lang": {"$ne": "en"}}},
+        {"k": 2, "doc_level": True},
+        {"k": 2, "mode": "lexical"},
+        {"k": 2, "mode": "hybrid"},
+    ]
+    bodies = [
+        {"query": f"{doc['text']} {i}", **variants[(i + n) % len(variants)]}
+        for i in range(8)
+        for n, doc in enumerate(DOCS)
+    ]
+    expected = [search(client, **body) for body in bodies]
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(
             base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=60
         ) as aclient:
-            return await asyncio.gather(
-                *(aclient.post("/search", json={"query": q, "k": 2}) for q in queries)
-            )
+            return await asyncio.gather(*(aclient.post("/search", json=body) for body in bodies))
 
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
-    for got, want in zip(responses, expected, strict=True):
+    for got, want, body in zip(responses, expected, bodies, strict=True):
         hits = got.json()["hits"]
-        assert [h["point_id"] for h in hits] == [h["point_id"] for h in want]
+        assert [h["point_id"] for h in hits] == [h["point_id"] for h in want], body
         assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in want], abs=1e-5)
+        assert len(hits) <= body["k"]
 
 
 def test_sigterm_flushes_and_exits_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -521,6 +536,37 @@ def test_query_batcher_coalesces_and_propagates_errors() -> None:
         batcher.close()
     with pytest.raises(RuntimeError, match="shut down"):
         batcher.submit("late")
+
+
+def test_coalescer_groups_by_key_and_fails_only_the_failing_group() -> None:
+    calls: list[list[tuple[str, int]]] = []
+    gate = threading.Event()
+
+    def process(items: list[tuple[str, int]]) -> list[int]:
+        gate.wait(10)  # hold the first call so that the rest queue up into one batch
+        calls.append(items)
+        if any(name == "bad" for name, _ in items):
+            raise RuntimeError("this group failed")
+        return [value * 10 for _, value in items]
+
+    coalescer: Coalescer[tuple[str, int], int] = Coalescer(
+        process, max_batch=16, key=lambda item: item[0]
+    )
+    try:
+        first = coalescer.submit(("a", 0))
+        time.sleep(0.1)  # the thread has taken the first item alone
+        items = [("a", 1), ("b", 2), ("bad", 3), ("a", 4), ("b", 5)]
+        futures = [coalescer.submit(item) for item in items]
+        gate.set()
+        assert first.result(timeout=10) == 0
+        assert [f.result(timeout=10) for n, f in enumerate(futures) if n != 2] == [10, 20, 40, 50]
+        with pytest.raises(RuntimeError, match="this group failed"):
+            futures[2].result(timeout=10)
+        # One call per key, arrival order kept within each; no call mixed two keys.
+        assert calls[1:] == [[("a", 1), ("a", 4)], [("b", 2), ("b", 5)], [("bad", 3)]]
+        assert coalescer.submit(("c", 6)).result(timeout=10) == 60  # still serving
+    finally:
+        coalescer.close()
 
 
 def test_serve_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
