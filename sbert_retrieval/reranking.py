@@ -17,6 +17,13 @@ from sbert_retrieval.encoding.batching import longest_first
 from sbert_retrieval.encoding.encoder_model import resolve_backend, resolve_device
 from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
+from sbert_retrieval.encoding.packed import (
+    PACK_MIN_PADDING,
+    packable_classifier,
+    packed_logits,
+    packing_enabled,
+    padding_fraction,
+)
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
@@ -210,13 +217,30 @@ class CrossEncoderReranker:
                             self._onnx(**{name: t.numpy() for name, t in features.items()})
                         )
                     else:
-                        logits = self.model(**features).logits.float()
+                        logits = self._logits(features).float()
                     host_rows = torch.from_numpy(rows.astype(np.int64))
                     if cuda:
                         host_rows = host_rows.pin_memory()
                     on_device[host_rows.to(self.device, non_blocking=True)] = self._activate(logits)
             scores[:] = on_device.cpu().numpy()
         return scores
+
+    def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The torch model's logits of one batch: padding-free
+        (:mod:`~sbert_retrieval.encoding.packed`) where the model and the batch's padding allow,
+        else the padded forward pass."""
+        mask = features["attention_mask"]
+        if (
+            not self.model.training
+            and packing_enabled()
+            and padding_fraction(mask) >= PACK_MIN_PADDING
+            and packable_classifier(self.model)
+        ):
+            return packed_logits(
+                self.model, features["input_ids"], mask, features.get("token_type_ids")
+            )
+        logits: torch.Tensor = self.model(**features).logits
+        return logits
 
     def features(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
         """The model's inputs for ``pairs``, in input order, padded to the longest, on
