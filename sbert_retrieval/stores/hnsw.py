@@ -61,7 +61,9 @@ class HnswStore(LocalStore):
     readers–writer lock keeps additions and searches apart (hnswlib's add and query must not run
     concurrently). Beside the graph it holds an int8 copy of the vectors (a quarter of their
     float32 size: :class:`~sbert_retrieval.stores.quantized.Int8Codes`), saved with each graph
-    snapshot, for exact search over the points a selective filter matches.
+    snapshot, for exact search over the points a selective filter matches. While the store is
+    open those codes live in an unnamed file in its directory, read through a memory map (the
+    page cache holds them, not the process's heap; in memory where the directory takes no file).
 
     Args:
         path: Directory, or ``None`` for an in-memory index.
@@ -77,6 +79,7 @@ class HnswStore(LocalStore):
     """
 
     FORMAT = "sbert-retrieval/hnsw"
+    _codes: Int8Codes
 
     def __init__(
         self,
@@ -124,8 +127,36 @@ class HnswStore(LocalStore):
             space="cosine" if self.metric == "cosine" else "ip", dim=self.dimension
         )
 
+    def _new_codes(self, snapshot: Path | None = None) -> Int8Codes:
+        """Empty int8 codes, or those saved in ``snapshot``, spilled to a file in the index's
+        directory (see :class:`Int8Codes`); on the heap where that directory takes no file (a
+        read-only mount)."""
+        self._drop_codes()
+        spill: Path | None = self.path
+        for attempt in range(2):
+            try:
+                if snapshot is not None:
+                    return Int8Codes.load(snapshot, self.dimension, spill)
+                return Int8Codes(self.dimension, spill)
+            except PermissionError as exc:
+                if spill is None or attempt:
+                    raise
+                logger.info("%s: keeping the int8 codes in memory (%s)", self.path, exc)
+                spill = None
+        raise AssertionError("unreachable")
+
+    def _drop_codes(self) -> None:
+        """Release the codes' file now, not when the garbage collector gets to them."""
+        codes: Int8Codes | None = getattr(self, "_codes", None)
+        if codes is not None:
+            codes.close()
+
+    def _release(self) -> None:
+        super()._release()
+        self._drop_codes()
+
     def _init_index(self, capacity: int) -> None:
-        self._codes = Int8Codes(self.dimension)
+        self._codes = self._new_codes()
         self._index = self._new_index()
         self._index.init_index(
             max_elements=max(capacity, _INITIAL_CAPACITY),
@@ -160,11 +191,11 @@ class HnswStore(LocalStore):
         index.set_ef(self.params.ef_search)
         codes = [part for part in companions if part.name.endswith(".codes.npy")]
         if codes:
-            self._codes = Int8Codes.load(codes[0], self.dimension)
+            self._codes = self._new_codes(codes[0])
         else:
             # A snapshot from before the int8 copy: derive it once from the database.
             logger.info("%s: building the int8 copy of the vectors from the database", self.path)
-            self._codes = Int8Codes(self.dimension)
+            self._codes = self._new_codes()
             ids = index.get_ids_list()
             last = max(ids) if ids else 0
             cursor = self._reader().execute(
@@ -180,11 +211,18 @@ class HnswStore(LocalStore):
         capacity = self._index.get_max_elements()
         if needed > capacity:
             self._index.resize_index(max(needed, 2 * capacity))
-        # Labels are always new (a changed vector gets a new label), so replace_deleted only
-        # reuses the slots of deleted points: never the ghost-node path of re-adding a label.
-        self._index.add_items(vectors, labels, num_threads=self.num_threads, replace_deleted=True)
-        # hnswlib normalizes for cosine inside; the int8 copy must hold what it compares.
+        # hnswlib normalizes for cosine inside; the int8 copy must hold what it compares. The
+        # codes go first: their write can fail (a full disk), and then the graph is untouched.
         self._codes.add(labels, self._compared(vectors))
+        try:
+            # Labels are always new (a changed vector gets a new label), so replace_deleted
+            # only reuses the slots of deleted points: never the ghost-node path of re-adding.
+            self._index.add_items(
+                vectors, labels, num_threads=self.num_threads, replace_deleted=True
+            )
+        except BaseException:
+            self._codes.discard_from(int(labels[0]))
+            raise
 
     def _index_delete(self, labels: Sequence[int]) -> None:
         for label in labels:

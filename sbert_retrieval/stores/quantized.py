@@ -10,7 +10,12 @@ candidates are rescored with the exact float32 vectors. Qdrant's scalar quantiza
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import os
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -33,13 +38,34 @@ class Int8Codes:
     blocks of 65,536 rows, so growing never copies them (a doubling array would hold two copies
     at once: 1.2 GiB at 1M points of 384-d); saving and loading stream them block by block.
 
+    With ``spill`` the blocks live in a file there instead of the heap (an unlinked temporary
+    file: nothing is left behind, even after a crash). Codes are written with ``pwrite`` and
+    read through a read-only memory map, so the page cache holds them and the process maps only
+    the pages a filtered search reads: a bulk load never holds them in its own memory (366 MiB
+    at 1M points of 384-d), and under memory pressure the kernel can drop them and read them
+    back. Saving and compacting read whole blocks with ``pread``, never through the map.
+
+    Args:
+        dimension: Components per vector.
+        spill: Directory for the block file (default: the heap).
+
+    Raises:
+        OSError: ``spill`` cannot hold a temporary file.
+
     Thread safety: none of its own; the store calls writes under its exclusive lock and reads
     under its shared lock.
     """
 
-    def __init__(self, dimension: int) -> None:
+    def __init__(self, dimension: int, spill: Path | None = None) -> None:
         self.dimension = dimension
         self._blocks: list[np.ndarray] = []
+        self._maps: list[mmap.mmap] = []
+        self._file: IO[bytes] | None = None
+        if spill is not None:
+            # Closed by close(); the file has no name, so the kernel frees it with the process.
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                dir=spill, prefix="codes-", suffix=".tmp"
+            )
         self._scales = np.zeros(_INITIAL_ROWS, dtype=np.float32)
         self._labels = np.zeros(_INITIAL_ROWS, dtype=np.int64)
         self._live = np.zeros(_INITIAL_ROWS, dtype=bool)
@@ -52,9 +78,28 @@ class Int8Codes:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held (allocated capacity, not just the live rows)."""
+        """Bytes held (allocated capacity, not just the live rows; spilled blocks count, as
+        file bytes)."""
         blocks = sum(block.nbytes for block in self._blocks)
         return int(blocks + self._scales.nbytes + self._labels.nbytes + self._live.nbytes)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the codes live in a file (``spill``) rather than the heap."""
+        return self._file is not None
+
+    def close(self) -> None:
+        """Release the block file and its maps (spilled codes only; idempotent). The codes
+        are unusable afterwards."""
+        self._blocks.clear()
+        for view in self._maps:
+            # A caller may still hold a view of a block (BufferError): the map then goes
+            # when that view does.
+            with contextlib.suppress(BufferError):
+                view.close()
+        self._maps.clear()
+        if self._file is not None:
+            self._file.close()
 
     @property
     def last_label(self) -> int:
@@ -86,11 +131,22 @@ class Int8Codes:
         needed = self._size + len(labels)
         if needed > len(self._labels):
             self._grow(max(needed, 2 * len(self._labels)))
+        # The codes first: a failed write (a full disk under ``spill``) changes nothing.
+        self._write_codes(self._size, codes)
         part = slice(self._size, needed)
         self._scales[part], self._labels[part] = scales, labels
         self._live[part] = True
-        self._write_codes(self._size, codes)
         self._size = needed
+
+    def discard_from(self, label: int) -> None:
+        """Forget every row of ``label`` and above (undoes an :meth:`add` whose caller failed
+        afterwards)."""
+        if not self._size:
+            return
+        keep = int(np.searchsorted(self._labels[: self._size], label))
+        self._dead -= int(np.count_nonzero(~self._live[keep : self._size]))
+        self._live[keep : self._size] = False
+        self._size = keep
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
         done = 0
@@ -98,10 +154,58 @@ class Int8Codes:
             row = start + done
             block, offset = row >> _BLOCK_BITS, row & (_BLOCK_ROWS - 1)
             while block >= len(self._blocks):
-                self._blocks.append(np.empty((_BLOCK_ROWS, self.dimension), dtype=np.int8))
+                self._new_block()
             count = min(len(codes) - done, _BLOCK_ROWS - offset)
-            self._blocks[block][offset : offset + count] = codes[done : done + count]
+            if self._file is None:
+                self._blocks[block][offset : offset + count] = codes[done : done + count]
+            else:
+                data = np.ascontiguousarray(codes[done : done + count]).tobytes()
+                position = (block * _BLOCK_ROWS + offset) * self.dimension
+                written = os.pwrite(self._file.fileno(), data, position)
+                if written != len(data):
+                    raise OSError(f"wrote {written} of {len(data)} bytes of int8 codes")
             done += count
+
+    def _new_block(self) -> None:
+        if self._file is None:
+            self._blocks.append(np.empty((_BLOCK_ROWS, self.dimension), dtype=np.int8))
+            return
+        size = _BLOCK_ROWS * self.dimension
+        start = len(self._blocks) * size
+        fd = self._file.fileno()
+        if os.fstat(fd).st_size < start + size:
+            os.ftruncate(fd, start + size)
+        # A shared read-only map: it sees every pwrite at once, and only the pages read are
+        # ever mapped into this process.
+        view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ, offset=start)
+        self._maps.append(view)
+        block = np.frombuffer(view, dtype=np.int8).reshape(_BLOCK_ROWS, self.dimension)
+        self._blocks.append(block)
+
+    def _read_block(self, block: int, offsets: np.ndarray) -> np.ndarray:
+        """Rows ``offsets`` of ``block``, read without mapping its pages (a ``pread`` of the
+        block's rows up to the last one needed) where spilled."""
+        if self._file is None or not len(offsets):
+            found: np.ndarray = self._blocks[block][offsets]
+            return found
+        rows = int(offsets.max()) + 1
+        size = rows * self.dimension
+        data = os.pread(self._file.fileno(), size, block * _BLOCK_ROWS * self.dimension)
+        if len(data) != size:
+            raise OSError(f"read {len(data)} of {size} bytes of int8 codes")
+        whole = np.frombuffer(data, dtype=np.int8).reshape(rows, self.dimension)
+        picked: np.ndarray = whole[offsets]
+        return picked
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """As :meth:`_gather`, through :meth:`_read_block` (for bulk reads: save, compact)."""
+        blocks = rows >> _BLOCK_BITS
+        offsets = rows & (_BLOCK_ROWS - 1)
+        out = np.empty((len(rows), self.dimension), dtype=np.int8)
+        for block in np.unique(blocks).tolist():
+            where = blocks == block
+            out[where] = self._read_block(block, offsets[where])
+        return out
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """The codes of ``rows`` (any order), as one ``(len(rows), dimension)`` int8 array."""
@@ -166,7 +270,7 @@ class Int8Codes:
             for start in range(0, len(live), _BLOCK_ROWS):
                 rows = live[start : start + _BLOCK_ROWS]
                 packed = np.empty((len(rows), width), dtype=np.int8)
-                packed[:, : self.dimension] = self._gather(rows)
+                packed[:, : self.dimension] = self._read_rows(rows)
                 scales = self._scales[rows].astype("<f4")
                 packed[:, self.dimension : self.dimension + 4] = scales.view(np.int8).reshape(-1, 4)
                 labels = self._labels[rows].astype("<i8")
@@ -174,14 +278,26 @@ class Int8Codes:
                 handle.write(packed.tobytes())
 
     @classmethod
-    def load(cls, file: Path, dimension: int) -> Int8Codes:
-        """Read what :meth:`save` wrote, block by block.
+    def load(cls, file: Path, dimension: int, spill: Path | None = None) -> Int8Codes:
+        """Read what :meth:`save` wrote, block by block (into a block file in ``spill``, as
+        the constructor's).
 
         Raises:
             ValueError: The file is not codes of this dimension.
+            OSError: It cannot be read, or ``spill`` written.
         """
         width = dimension + 4 + 8
-        codes = cls(dimension)
+        codes = cls(dimension, spill)
+        try:
+            codes._read_from(file, width)
+        except BaseException:
+            codes.close()
+            raise
+        return codes
+
+    def _read_from(self, file: Path, width: int) -> None:
+        dimension = self.dimension
+        codes = self
         with file.open("rb") as handle:
             version = np.lib.format.read_magic(handle)
             if version != (1, 0):
@@ -202,7 +318,6 @@ class Int8Codes:
                     raise ValueError(f"{file.name} holds labels out of order")
                 codes._append(labels, scales[:, 0], packed[:, :dimension])
                 remaining -= count
-        return codes
 
     def _grow(self, capacity: int) -> None:
         size = self._size
@@ -219,10 +334,18 @@ class Int8Codes:
         # increasing order, a block at a time, never overwrites a row still to be read.
         for start in range(0, count, _BLOCK_ROWS):
             rows = live[start : start + _BLOCK_ROWS]
-            self._write_codes(start, self._gather(rows))
+            self._write_codes(start, self._read_rows(rows))
         self._scales[:count] = self._scales[live]
         self._labels[:count] = self._labels[live]
         self._live[:count] = True
         self._live[count : self._size] = False
         self._size, self._dead = count, 0
-        del self._blocks[(count + _BLOCK_ROWS - 1) >> _BLOCK_BITS :]
+        kept = (count + _BLOCK_ROWS - 1) >> _BLOCK_BITS
+        del self._blocks[kept:]
+        if self._file is not None:
+            for view in self._maps[kept:]:
+                with contextlib.suppress(BufferError):
+                    view.close()
+            del self._maps[kept:]
+            # Unmapped first: a map past the end of its file faults on access.
+            os.ftruncate(self._file.fileno(), kept * _BLOCK_ROWS * self.dimension)

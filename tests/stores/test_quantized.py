@@ -14,9 +14,15 @@ from sbert_retrieval.stores.quantized import Int8Codes
 from tests.stores.contract import SPEC, brute_force, make_records, pid, unit_vectors
 
 
-def test_codes_approximate_inner_products_and_rank_like_them() -> None:
+@pytest.fixture(params=["heap", "spilled"])
+def spill(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """Where codes keep their blocks: the heap, or a file (every codes test runs both)."""
+    return None if request.param == "heap" else tmp_path_factory.mktemp("spill")
+
+
+def test_codes_approximate_inner_products_and_rank_like_them(spill: Path | None) -> None:
     vectors = unit_vectors(2000, dim=64)
-    codes = Int8Codes(64)
+    codes = Int8Codes(64, spill)
     codes.add(np.arange(1, 2001), vectors)
     queries = unit_vectors(5, seed=3, dim=64)
     exact = queries @ vectors.T
@@ -27,8 +33,8 @@ def test_codes_approximate_inner_products_and_rank_like_them() -> None:
         assert best <= set(row.tolist())
 
 
-def test_codes_rows_skip_unknown_and_deleted_labels_and_compact() -> None:
-    codes = Int8Codes(8)
+def test_codes_rows_skip_unknown_and_deleted_labels_and_compact(spill: Path | None) -> None:
+    codes = Int8Codes(8, spill)
     codes.add(np.array([2, 5, 9, 12]), unit_vectors(4, dim=8))
     assert codes.rows(np.array([12, 3, 5, 100, 1])).tolist() == [3, 1]
     codes.delete(np.array([5, 77]))
@@ -42,14 +48,14 @@ def test_codes_rows_skip_unknown_and_deleted_labels_and_compact() -> None:
     assert codes.rows(np.array([20, 13, 12])).tolist() == [3, 2, 1]
 
 
-def test_codes_survive_save_and_load(tmp_path: Path) -> None:
+def test_codes_survive_save_and_load(tmp_path: Path, spill: Path | None) -> None:
     vectors = unit_vectors(300, dim=16)
-    codes = Int8Codes(16)
+    codes = Int8Codes(16, spill)
     codes.add(np.arange(10, 310), vectors)
     codes.delete(np.arange(10, 60))
     codes.save(tmp_path / "c.npy")
-    loaded = Int8Codes.load(tmp_path / "c.npy", 16)
-    assert len(loaded) == 250
+    loaded = Int8Codes.load(tmp_path / "c.npy", 16, spill)
+    assert len(loaded) == 250 and loaded.spilled == (spill is not None)
     queries = unit_vectors(3, seed=5, dim=16)
     labels = np.arange(0, 400)
     assert np.array_equal(
@@ -131,13 +137,13 @@ def test_filters_above_the_threshold_walk_the_graph() -> None:
         assert calls  # 80 matches: exact
 
 
-def test_codes_across_blocks_grow_compact_save_and_load(tmp_path: Path) -> None:
+def test_codes_across_blocks_grow_compact_save_and_load(tmp_path: Path, spill: Path | None) -> None:
     """More rows than one block (65,536): gathers, compaction and files cross block edges."""
     count = 70_000
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((count, 4)).astype(np.float32)
     labels = np.arange(1, count + 1) * 2
-    codes = Int8Codes(4)
+    codes = Int8Codes(4, spill)
     for start in range(0, count, 30_000):  # batches that straddle the first block's end
         codes.add(labels[start : start + 30_000], vectors[start : start + 30_000])
     probe = labels[[0, 65_535, 65_536, 69_999]]
@@ -147,7 +153,7 @@ def test_codes_across_blocks_grow_compact_save_and_load(tmp_path: Path) -> None:
     assert np.allclose(approx, vectors[[0, 65_535, 65_536, 69_999]], atol=0.05)
     codes.save(tmp_path / "c.npy")
     assert np.load(tmp_path / "c.npy").shape == (count, 4 + 4 + 8)
-    loaded = Int8Codes.load(tmp_path / "c.npy", 4)
+    loaded = Int8Codes.load(tmp_path / "c.npy", 4, spill)
     assert np.array_equal(loaded._gather(loaded.rows(probe)), codes._gather(rows))
     codes.delete(labels[: count // 2 + 1])  # half dead: compacted into one block
     assert len(codes) == count // 2 - 1 and len(codes._blocks) == 1
@@ -157,3 +163,129 @@ def test_codes_across_blocks_grow_compact_save_and_load(tmp_path: Path) -> None:
     assert np.allclose(
         again * codes._scales[codes.rows(kept[-3:])][:, None], vectors[-3:], atol=0.05
     )
+
+
+def test_discard_from_undoes_the_last_adds(spill: Path | None) -> None:
+    codes = Int8Codes(8, spill)
+    codes.add(np.array([1, 2, 3]), unit_vectors(3, dim=8))
+    codes.delete(np.array([3]))
+    codes.add(np.array([7, 8]), unit_vectors(2, seed=2, dim=8))
+    codes.discard_from(7)
+    assert len(codes) == 2 and codes.last_label == 3
+    codes.discard_from(3)  # a dead row: the live count stays
+    assert len(codes) == 2 and codes.last_label == 2
+    codes.add(np.array([7]), unit_vectors(1, seed=4, dim=8))  # labels may follow again
+    assert codes.rows(np.array([1, 2, 7])).tolist() == [0, 1, 2]
+
+
+def test_a_failed_spill_write_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from sbert_retrieval.stores import quantized
+
+    codes = Int8Codes(8, tmp_path)
+    codes.add(np.array([1, 2]), unit_vectors(2, dim=8))
+    before = codes._gather(codes.rows(np.array([1, 2]))).copy()
+
+    def full_disk(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(quantized.os, "pwrite", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        codes.add(np.array([3, 4]), unit_vectors(2, seed=1, dim=8))
+    monkeypatch.undo()
+    assert len(codes) == 2 and codes.last_label == 2
+    codes.add(np.array([3]), unit_vectors(1, seed=1, dim=8))
+    assert np.array_equal(codes._gather(codes.rows(np.array([1, 2]))), before)
+    assert len(codes) == 3
+
+
+def _rss_anon_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_spilled_codes_stay_out_of_the_process_memory(tmp_path: Path) -> None:
+    """200,000 rows of 384-d codes (73 MiB): on the heap they are the process's own memory;
+    spilled, the page cache holds them and the process maps only the pages a search reads."""
+    rows, dim = 200_000, 384
+    rng = np.random.default_rng(0)
+    growth = {}
+    for where in ("heap", "spilled"):
+        codes = Int8Codes(dim, None if where == "heap" else tmp_path)
+        before = _rss_anon_kib()
+        for start in range(1, rows + 1, 10_000):
+            batch = rng.standard_normal((10_000, dim), dtype=np.float32)
+            codes.add(np.arange(start, start + 10_000), batch)
+        growth[where] = (_rss_anon_kib() - before) / 1024
+        # Searches still read every code (a filter over all the rows).
+        query = rng.standard_normal((1, dim), dtype=np.float32)
+        assert codes.top(query, np.arange(1, rows + 1), 5).shape == (1, 5)
+        codes.close()
+    assert growth["heap"] > 60, growth
+    assert growth["spilled"] < 20, growth
+
+
+def test_the_store_spills_its_codes_beside_the_index(tmp_path: Path) -> None:
+    records = make_records(unit_vectors(300))
+    with HnswStore(tmp_path / "index", SPEC) as store:
+        store.upsert(records)
+        assert store._codes.spilled
+        # The block file has no name: nothing is left in the directory, even after a crash.
+        assert not [p for p in (tmp_path / "index").iterdir() if p.name.startswith("codes-")]
+    with HnswStore(None, SPEC) as memory:
+        memory.upsert(records)
+        assert memory._codes.spilled
+
+
+def test_codes_stay_in_memory_where_the_index_directory_takes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sbert_retrieval.stores import quantized
+
+    records = make_records(unit_vectors(300))
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(records)
+
+    def read_only_mount(**kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(quantized.tempfile, "TemporaryFile", read_only_mount)
+    query = unit_vectors(1, seed=2)[0]
+    with HnswStore(tmp_path, SPEC, read_only=True) as reader:
+        assert not reader._codes.spilled
+        assert _ids_and_scores(reader, query, 5)[0] == brute_force(records, query, 5, FILTER)
+
+
+def test_a_failed_graph_insert_leaves_the_codes_as_the_graph(tmp_path: Path) -> None:
+    vectors = unit_vectors(400)
+    records = make_records(vectors)
+    with HnswStore(tmp_path, SPEC) as store:
+        store.upsert(records[:200])
+        graph = store._index
+
+        class FailingGraph:
+            """hnswlib's index, whose next insert runs out of memory."""
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(graph, name)
+
+            def add_items(self, *args: object, **kwargs: object) -> None:
+                raise MemoryError("no room for the graph")
+
+        store._index = FailingGraph()
+        with pytest.raises(MemoryError):
+            store.upsert(records[200:])
+        store._index = graph
+        assert len(store._codes) == graph.get_current_count() == 200
+    # The database holds all 400: the next open catches the graph and the codes up.
+    query = unit_vectors(1, seed=4)[0]
+    with HnswStore(tmp_path, SPEC) as store:
+        assert len(store._codes) == store.count() == 400
+        assert _ids_and_scores(store, query, 10)[0] == brute_force(records, query, 10, FILTER)
