@@ -17,13 +17,7 @@ from sbert_retrieval.encoding.batching import longest_first
 from sbert_retrieval.encoding.encoder_model import resolve_backend, resolve_device
 from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
-from sbert_retrieval.encoding.packed import (
-    PACK_MIN_PADDING,
-    packable_classifier,
-    packed_logits,
-    packing_enabled,
-    padding_fraction,
-)
+from sbert_retrieval.encoding.packed import packable_classifier, packed_logits, packing_enabled
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
@@ -226,15 +220,16 @@ class CrossEncoderReranker:
         return scores
 
     def _logits(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The torch model's logits of one batch: padding-free
-        (:mod:`~sbert_retrieval.encoding.packed`) where the model and the batch's padding allow,
-        else the padded forward pass."""
+        """The torch model's logits of one batch: through
+        :func:`~sbert_retrieval.encoding.packed.packed_logits` (padding-free, and the last
+        layer for the pooled token only: worth it at any padding) where the model allows, else
+        the padded forward pass."""
         mask = features["attention_mask"]
         if (
             not self.model.training
             and packing_enabled()
-            and padding_fraction(mask) >= PACK_MIN_PADDING
             and packable_classifier(self.model)
+            and bool(mask[:, 0].bool().all())
         ):
             return packed_logits(
                 self.model, features["input_ids"], mask, features.get("token_type_ids")

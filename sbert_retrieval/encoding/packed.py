@@ -91,11 +91,23 @@ def packed_logits(
     attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``model``'s logits (a model :func:`packable_classifier` accepts, in eval mode) from
-    :func:`packed_states`, through its own pooler, dropout and classifier:
-    ``(batch, num_labels)``."""
-    states = packed_states(model.bert, input_ids, attention_mask, token_type_ids)
-    logits: torch.Tensor = model.classifier(model.dropout(model.bert.pooler(states)))
+    """``model``'s logits (a model :func:`packable_classifier` accepts, in eval mode):
+    ``(batch, num_labels)``, through its own pooler, dropout and classifier.
+
+    The pooler reads one token per text, the first column's, so the last layer computes only
+    that token's row: its keys and values over every token, its query, attention output and
+    feed-forward for the first token alone. That is the same arithmetic for the token the
+    pooler reads, and it skips most of one layer (measured: 14% of a 20 × 256-token rerank).
+
+    Raises:
+        ValueError: A row's first column is padding (left padding): the padded forward's
+            pooler reads a pad token's state there, which this path does not compute.
+    """
+    if not bool(attention_mask[:, 0].bool().all()):
+        raise ValueError("packed_logits needs right padding: a row's first token is padding")
+    first = _forward(model.bert, input_ids, attention_mask, token_type_ids, first_only=True)
+    pooled = model.bert.pooler(first.unsqueeze(1))  # BertPooler reads [:, 0]
+    logits: torch.Tensor = model.classifier(model.dropout(pooled))
     return logits
 
 
@@ -128,6 +140,25 @@ def packed_states(
     Raises:
         ValueError: A row of the mask holds no real token.
     """
+    states = _forward(model, input_ids, attention_mask, token_type_ids, first_only=False)
+    batch, width = input_ids.shape
+    index = attention_mask.bool().reshape(-1).nonzero().squeeze(1)
+    full = states.new_zeros(batch * width, states.shape[-1])
+    full.index_copy_(0, index, states)
+    return full.view(batch, width, -1)
+
+
+def _forward(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor | None,
+    *,
+    first_only: bool,
+) -> torch.Tensor:
+    """The packed forward pass: ``(real tokens, hidden)`` states in row-major order, or with
+    ``first_only`` each row's first real token's ``(batch, hidden)`` (the last layer then
+    computes only those rows)."""
     batch, width = input_ids.shape
     mask = attention_mask.bool()
     if not bool(mask.any(dim=1).all()):
@@ -161,8 +192,25 @@ def packed_states(
         full.index_copy_(0, index, packed)
         return full.view(batch, width, heads, head_size).transpose(1, 2)
 
-    for layer in model.encoder.layer:
+    layers = list(model.encoder.layer)
+    for number, layer in enumerate(layers):
         attention = layer.attention.self
+        if first_only and number == len(layers) - 1:
+            # Each row's first real token in packed order: the real tokens of the rows before.
+            lengths = mask.sum(dim=1)
+            first = torch.cumsum(lengths, dim=0) - lengths
+            mine = states.index_select(0, first)
+            query = attention.query(mine).view(batch, 1, heads, head_size).transpose(1, 2)
+            context = functional.scaled_dot_product_attention(
+                query,
+                padded_heads(attention.key(states)),
+                padded_heads(attention.value(states)),
+                attn_mask=keys,
+                scale=attention.scaling,
+            )
+            mine = layer.attention.output(context.reshape(batch, hidden), mine)
+            result: torch.Tensor = layer.output(layer.intermediate(mine), mine)
+            return result
         context = functional.scaled_dot_product_attention(
             padded_heads(attention.query(states)),
             padded_heads(attention.key(states)),
@@ -173,6 +221,4 @@ def packed_states(
         context = context.transpose(1, 2).reshape(batch * width, hidden).index_select(0, index)
         states = layer.attention.output(context, states)
         states = layer.output(layer.intermediate(states), states)
-    full = states.new_zeros(batch * width, hidden)
-    full.index_copy_(0, index, states)
-    return full.view(batch, width, hidden)
+    return states

@@ -68,17 +68,28 @@ def test_packed_states_in_bfloat16_stay_close() -> None:
     assert float(cosine.min()) > 0.999
 
 
-def test_packed_logits_equal_the_classifier() -> None:
+@pytest.mark.parametrize("lengths", [[9, 30, 4, 17], [30, 30], [1]], ids=["mixed", "full", "one"])
+def test_packed_logits_equal_the_classifier(lengths: list[int]) -> None:
+    """Padding-free, and the last layer for the pooled first token only: same logits."""
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(0)
-    model = BertForSequenceClassification(tiny_bert_config(num_labels=1)).eval()
+    model = BertForSequenceClassification(tiny_bert_config(num_labels=2)).eval()
     assert packable_classifier(model)
-    ids, mask, types = _batch([9, 30, 4, 17], 30)
+    ids, mask, types = _batch(lengths, max(lengths))
     with torch.inference_mode():
         padded = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
         packed = packed_logits(model, ids, mask, types)
     torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_logits_refuse_left_padding() -> None:
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification(tiny_bert_config(num_labels=1)).eval()
+    ids, mask, types = _batch([3, 8], 8, left=True)
+    with pytest.raises(ValueError, match="right padding"):
+        packed_logits(model, ids, mask, types)
 
 
 def test_only_the_models_it_was_written_for_are_packed() -> None:
@@ -153,6 +164,9 @@ def test_the_reranker_packs_padded_batches(monkeypatch: pytest.MonkeyPatch) -> N
         ("another question", "short"),
     ]
     packed = reranker.predict(pairs)
+    assert calls
+    calls.clear()
+    reranker.predict(pairs[:1])  # no padding at all: the pooled-token-only last layer still pays
     assert calls
     monkeypatch.setenv(PACKED_ENV, "0")
     np.testing.assert_allclose(reranker.predict(pairs), packed, atol=1e-5, rtol=0)
