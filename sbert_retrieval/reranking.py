@@ -17,7 +17,7 @@ from sbert_retrieval.encoding.batching import longest_first
 from sbert_retrieval.encoding.encoder_model import resolve_backend, resolve_device
 from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
-from sbert_retrieval.encoding.packed import packable_classifier, packed_logits, packing_enabled
+from sbert_retrieval.encoding.packed import packed_logits, packs
 from sbert_retrieval.encoding.tokens import pad_into, rust_tokenizer, tokenizer_settings
 from sbert_retrieval.models import DEFAULT_RERANKER, resolve_model_path
 
@@ -225,12 +225,7 @@ class CrossEncoderReranker:
         layer for the pooled token only: worth it at any padding) where the model allows, else
         the padded forward pass."""
         mask = features["attention_mask"]
-        if (
-            not self.model.training
-            and packing_enabled()
-            and packable_classifier(self.model)
-            and bool(mask[:, 0].bool().all())
-        ):
+        if packs(self.model, mask, classifier=True):
             return packed_logits(
                 self.model, features["input_ids"], mask, features.get("token_type_ids")
             )

@@ -24,13 +24,7 @@ import torch
 from sbert_retrieval.encoding.batching import OutOfMemoryPolicy
 from sbert_retrieval.encoding.onednn import use_onednn_linear
 from sbert_retrieval.encoding.onnx_backend import OnnxModel
-from sbert_retrieval.encoding.packed import (
-    PACK_MIN_PADDING,
-    packable,
-    packed_states,
-    packing_enabled,
-    padding_fraction,
-)
+from sbert_retrieval.encoding.packed import packed_states, packs
 from sbert_retrieval.encoding.pooling import pool
 from sbert_retrieval.models import BACKENDS
 
@@ -281,23 +275,12 @@ class EncoderModel:
 
         Thread safety: not thread-safe by itself (runners call it under :attr:`lock`).
         """
-        if self._packs(attention_mask):
+        if packs(self.model, attention_mask):
             return self.pool(packed_states(self.model, input_ids, attention_mask), attention_mask)
         features = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             features["token_type_ids"] = torch.zeros_like(input_ids)
         return self.pool(self.model(**features).last_hidden_state, attention_mask)
-
-    def _packs(self, attention_mask: torch.Tensor) -> bool:
-        """Whether this batch runs padding-free (:mod:`~sbert_retrieval.encoding.packed`):
-        inference only, a model it covers, enough padding to gain, not turned off."""
-        return (
-            not torch.is_grad_enabled()
-            and not self.model.training
-            and packing_enabled()
-            and padding_fraction(attention_mask) >= PACK_MIN_PADDING
-            and packable(self.model)
-        )
 
     def pool(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """SBERT pooling of token states (then L2 normalization, if set), as float32."""

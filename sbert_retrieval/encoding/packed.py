@@ -35,6 +35,7 @@ __all__ = [
     "packed_logits",
     "packed_states",
     "packing_enabled",
+    "packs",
     "padding_fraction",
 ]
 
@@ -50,6 +51,28 @@ PACK_MIN_PADDING = 0.1
 def packing_enabled() -> bool:
     """Whether :data:`PACKED_ENV` allows padding-free forward passes (default: yes)."""
     return os.environ.get(PACKED_ENV, "1") != "0"
+
+
+def packs(model: nn.Module, attention_mask: torch.Tensor, *, classifier: bool = False) -> bool:
+    """Whether a batch runs padding-free: the one rule the encoder and the reranker share.
+
+    - CPU tensors only: measured there; on CUDA, ``nonzero`` and the padding count would make
+      the host wait for the device, which the overlapped engine is built to avoid.
+    - Inference only (no gradient, eval mode), and :data:`PACKED_ENV` not ``0``.
+    - An encoder: a :func:`packable` model and at least :data:`PACK_MIN_PADDING` padding.
+    - A classifier (``classifier=True``): a :func:`packable_classifier` model and right padding,
+      at any padding (its pooled-token-only last layer pays without any).
+    """
+    if (
+        attention_mask.device.type != "cpu"
+        or torch.is_grad_enabled()
+        or model.training
+        or not packing_enabled()
+    ):
+        return False
+    if classifier:
+        return packable_classifier(model) and bool(attention_mask[:, 0].bool().all())
+    return packable(model) and padding_fraction(attention_mask) >= PACK_MIN_PADDING
 
 
 def packable(model: nn.Module) -> bool:

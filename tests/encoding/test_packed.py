@@ -17,6 +17,7 @@ from sbert_retrieval.encoding.packed import (
     packable_classifier,
     packed_logits,
     packed_states,
+    packs,
     padding_fraction,
 )
 from tests.conftest import tiny_bert_config
@@ -170,3 +171,28 @@ def test_the_reranker_packs_padded_batches(monkeypatch: pytest.MonkeyPatch) -> N
     assert calls
     monkeypatch.setenv(PACKED_ENV, "0")
     np.testing.assert_allclose(reranker.predict(pairs), packed, atol=1e-5, rtol=0)
+
+
+def test_packing_runs_on_cpu_at_inference_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import BertForSequenceClassification
+
+    encoder = _bert()
+    classifier = BertForSequenceClassification(tiny_bert_config(num_labels=1)).eval()
+    _, padded, _ = _batch([2, 9], 9)
+    full = torch.ones((2, 9), dtype=torch.long)
+    with torch.inference_mode():
+        assert packs(encoder, padded)
+        assert not packs(encoder, full)  # no padding: nothing to gain
+        assert packs(classifier, full, classifier=True)  # the last layer gains anyway
+        _, left, _ = _batch([2, 9], 9, left=True)
+        assert not packs(classifier, left, classifier=True)
+        # Another device: the index ops would make the host wait for it (meta stands in).
+        assert not packs(encoder, padded.to("meta"))
+        assert not packs(classifier, full.to("meta"), classifier=True)
+        monkeypatch.setenv(PACKED_ENV, "0")
+        assert not packs(encoder, padded)
+        monkeypatch.delenv(PACKED_ENV)
+        encoder.train()
+        assert not packs(encoder, padded)
+    encoder.eval()
+    assert not packs(encoder, padded)  # gradients on: the trainer's padded forward
