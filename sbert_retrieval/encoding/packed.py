@@ -128,7 +128,7 @@ def packed_logits(
     """
     if not bool(attention_mask[:, 0].bool().all()):
         raise ValueError("packed_logits needs right padding: a row's first token is padding")
-    first = _forward(model.bert, input_ids, attention_mask, token_type_ids, first_only=True)
+    first, _ = _forward(model.bert, input_ids, attention_mask, token_type_ids, first_only=True)
     pooled = model.bert.pooler(first.unsqueeze(1))  # BertPooler reads [:, 0]
     logits: torch.Tensor = model.classifier(model.dropout(pooled))
     return logits
@@ -163,9 +163,8 @@ def packed_states(
     Raises:
         ValueError: A row of the mask holds no real token.
     """
-    states = _forward(model, input_ids, attention_mask, token_type_ids, first_only=False)
+    states, index = _forward(model, input_ids, attention_mask, token_type_ids, first_only=False)
     batch, width = input_ids.shape
-    index = attention_mask.bool().reshape(-1).nonzero().squeeze(1)
     full = states.new_zeros(batch * width, states.shape[-1])
     full.index_copy_(0, index, states)
     return full.view(batch, width, -1)
@@ -178,10 +177,10 @@ def _forward(
     token_type_ids: torch.Tensor | None,
     *,
     first_only: bool,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The packed forward pass: ``(real tokens, hidden)`` states in row-major order, or with
     ``first_only`` each row's first real token's ``(batch, hidden)`` (the last layer then
-    computes only those rows)."""
+    computes only those rows); and the real tokens' flat positions in ``(batch * width)``."""
     batch, width = input_ids.shape
     mask = attention_mask.bool()
     if not bool(mask.any(dim=1).all()):
@@ -218,30 +217,26 @@ def _forward(
     layers = list(model.encoder.layer)
     for number, layer in enumerate(layers):
         attention = layer.attention.self
-        if first_only and number == len(layers) - 1:
-            # Each row's first real token in packed order: the real tokens of the rows before.
+        tokens = states  # every real token: the keys and values come from all of them
+        last = first_only and number == len(layers) - 1
+        if last:
+            # Only each row's first real token goes on (in packed order: after the real tokens
+            # of the rows before it).
             lengths = mask.sum(dim=1)
-            first = torch.cumsum(lengths, dim=0) - lengths
-            mine = states.index_select(0, first)
-            query = attention.query(mine).view(batch, 1, heads, head_size).transpose(1, 2)
-            context = functional.scaled_dot_product_attention(
-                query,
-                padded_heads(attention.key(states)),
-                padded_heads(attention.value(states)),
-                attn_mask=keys,
-                scale=attention.scaling,
-            )
-            mine = layer.attention.output(context.reshape(batch, hidden), mine)
-            result: torch.Tensor = layer.output(layer.intermediate(mine), mine)
-            return result
+            states = tokens.index_select(0, torch.cumsum(lengths, dim=0) - lengths)
+            query = attention.query(states).view(batch, 1, heads, head_size).transpose(1, 2)
+        else:
+            query = padded_heads(attention.query(tokens))
         context = functional.scaled_dot_product_attention(
-            padded_heads(attention.query(states)),
-            padded_heads(attention.key(states)),
-            padded_heads(attention.value(states)),
+            query,
+            padded_heads(attention.key(tokens)),
+            padded_heads(attention.value(tokens)),
             attn_mask=keys,
             scale=attention.scaling,
         )
-        context = context.transpose(1, 2).reshape(batch * width, hidden).index_select(0, index)
+        context = context.transpose(1, 2).reshape(-1, hidden)
+        if not last:
+            context = context.index_select(0, index)
         states = layer.attention.output(context, states)
         states = layer.output(layer.intermediate(states), states)
-    return states
+    return states, index
