@@ -132,18 +132,17 @@ class HnswStore(LocalStore):
         directory (see :class:`Int8Codes`); on the heap where that directory takes no file (a
         read-only mount)."""
         self._drop_codes()
-        spill: Path | None = self.path
-        for attempt in range(2):
-            try:
-                if snapshot is not None:
-                    return Int8Codes.load(snapshot, self.dimension, spill)
-                return Int8Codes(self.dimension, spill)
-            except PermissionError as exc:
-                if spill is None or attempt:
-                    raise
-                logger.info("%s: keeping the int8 codes in memory (%s)", self.path, exc)
-                spill = None
-        raise AssertionError("unreachable")
+
+        def make(spill: Path | None) -> Int8Codes:
+            if snapshot is not None:
+                return Int8Codes.load(snapshot, self.dimension, spill)
+            return Int8Codes(self.dimension, spill)
+
+        try:
+            return make(self.path)
+        except PermissionError as exc:
+            logger.info("%s: keeping the int8 codes in memory (%s)", self.path, exc)
+            return make(None)
 
     def _drop_codes(self) -> None:
         """Release the codes' file now, not when the garbage collector gets to them."""

@@ -197,27 +197,26 @@ class Int8Codes:
         picked: np.ndarray = whole[offsets]
         return picked
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """As :meth:`_gather`, through :meth:`_read_block` (for bulk reads: save, compact)."""
-        blocks = rows >> _BLOCK_BITS
-        offsets = rows & (_BLOCK_ROWS - 1)
-        out = np.empty((len(rows), self.dimension), dtype=np.int8)
-        for block in np.unique(blocks).tolist():
-            where = blocks == block
-            out[where] = self._read_block(block, offsets[where])
-        return out
+    def _gather(self, rows: np.ndarray, *, bulk: bool = False) -> np.ndarray:
+        """The codes of ``rows`` (any order), as one ``(len(rows), dimension)`` int8 array.
 
-    def _gather(self, rows: np.ndarray) -> np.ndarray:
-        """The codes of ``rows`` (any order), as one ``(len(rows), dimension)`` int8 array."""
+        ``bulk`` (saving, compacting: every row once) reads spilled blocks with ``pread``
+        (:meth:`_read_block`) instead of through the map, so their pages are never mapped into
+        the process; searches read through the map.
+        """
         blocks = rows >> _BLOCK_BITS
         offsets = rows & (_BLOCK_ROWS - 1)
-        if len(rows) and blocks.min() == blocks.max():
-            found: np.ndarray = self._blocks[int(blocks[0])][offsets]
+
+        def fetch(block: int, at: np.ndarray) -> np.ndarray:
+            found: np.ndarray = self._read_block(block, at) if bulk else self._blocks[block][at]
             return found
+
+        if len(rows) and blocks.min() == blocks.max():
+            return fetch(int(blocks[0]), offsets)
         out = np.empty((len(rows), self.dimension), dtype=np.int8)
         for block in np.unique(blocks).tolist():
             where = blocks == block
-            out[where] = self._blocks[block][offsets[where]]
+            out[where] = fetch(block, offsets[where])
         return out
 
     def delete(self, labels: np.ndarray) -> None:
@@ -270,7 +269,7 @@ class Int8Codes:
             for start in range(0, len(live), _BLOCK_ROWS):
                 rows = live[start : start + _BLOCK_ROWS]
                 packed = np.empty((len(rows), width), dtype=np.int8)
-                packed[:, : self.dimension] = self._read_rows(rows)
+                packed[:, : self.dimension] = self._gather(rows, bulk=True)
                 scales = self._scales[rows].astype("<f4")
                 packed[:, self.dimension : self.dimension + 4] = scales.view(np.int8).reshape(-1, 4)
                 labels = self._labels[rows].astype("<i8")
@@ -286,18 +285,18 @@ class Int8Codes:
             ValueError: The file is not codes of this dimension.
             OSError: It cannot be read, or ``spill`` written.
         """
-        width = dimension + 4 + 8
         codes = cls(dimension, spill)
         try:
-            codes._read_from(file, width)
+            codes._read_from(file)
         except BaseException:
             codes.close()
             raise
         return codes
 
-    def _read_from(self, file: Path, width: int) -> None:
+    def _read_from(self, file: Path) -> None:
+        """Append the rows :meth:`save` wrote to ``file`` (see :meth:`load`)."""
         dimension = self.dimension
-        codes = self
+        width = dimension + 4 + 8
         with file.open("rb") as handle:
             version = np.lib.format.read_magic(handle)
             if version != (1, 0):
@@ -314,9 +313,9 @@ class Int8Codes:
                 packed = packed.reshape(count, width)
                 scales = np.ascontiguousarray(packed[:, dimension : dimension + 4]).view("<f4")
                 labels = np.ascontiguousarray(packed[:, dimension + 4 :]).view("<i8")[:, 0]
-                if not codes._continues(labels):
+                if not self._continues(labels):
                     raise ValueError(f"{file.name} holds labels out of order")
-                codes._append(labels, scales[:, 0], packed[:, :dimension])
+                self._append(labels, scales[:, 0], packed[:, :dimension])
                 remaining -= count
 
     def _grow(self, capacity: int) -> None:
@@ -334,7 +333,7 @@ class Int8Codes:
         # increasing order, a block at a time, never overwrites a row still to be read.
         for start in range(0, count, _BLOCK_ROWS):
             rows = live[start : start + _BLOCK_ROWS]
-            self._write_codes(start, self._read_rows(rows))
+            self._write_codes(start, self._gather(rows, bulk=True))
         self._scales[:count] = self._scales[live]
         self._labels[:count] = self._labels[live]
         self._live[:count] = True
