@@ -498,7 +498,11 @@ def _add_train_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _add_reranker_parser(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from sbert_retrieval.training.reranker import RERANKER_TRAINING, RerankerRecipe
+    from sbert_retrieval.training.reranker import (
+        RERANKER_TRAINING,
+        SCIFACT_DEV_SPLITS,
+        RerankerRecipe,
+    )
 
     recipe = RerankerRecipe()
     sub = kinds.add_parser(
@@ -533,7 +537,7 @@ def _add_reranker_parser(kinds: argparse._SubParsersAction[argparse.ArgumentPars
     )
     sub.add_argument(
         "--scifact-dev-by",
-        choices=("claim", "abstract"),  # training.reranker.SCIFACT_DEV_SPLITS
+        choices=SCIFACT_DEV_SPLITS,
         default=recipe.scifact_dev_by,
         help="hold SciFact dev claims out one by one (claim: the shipped recipe) or by cited"
         f" abstract (abstract: no dev answer is trained on) ({recipe.scifact_dev_by})",

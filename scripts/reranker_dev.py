@@ -35,6 +35,8 @@ from common import SHARED_DATA, machine  # noqa: E402
 
 
 def main() -> None:
+    from sbert_retrieval.training.reranker import SCIFACT_DEV_SPLITS, RerankerRecipe
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reranker", required=True, help="model directory or name")
     parser.add_argument("--dtype", default="auto", help="reranker dtype (default auto)")
@@ -44,7 +46,10 @@ def main() -> None:
     parser.add_argument("--squad-depth", type=int, default=30)
     parser.add_argument("--seed", type=int, default=42, help="the recipe's seed (42)")
     parser.add_argument(
-        "--scifact-dev-by", choices=("claim", "abstract"), default="claim", help="as trained"
+        "--scifact-dev-by",
+        choices=SCIFACT_DEV_SPLITS,
+        default=RerankerRecipe.scifact_dev_by,
+        help="as trained",
     )
     parser.add_argument(
         "--scifact",
@@ -73,7 +78,6 @@ def main() -> None:
     from sbert_retrieval.training.reranker import (
         Candidates,
         FirstStageRerankingEvaluator,
-        RerankerRecipe,
         bm25_candidates,
         choose_rerank_weight,
         dense_candidates,
