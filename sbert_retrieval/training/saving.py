@@ -182,7 +182,31 @@ def save_cross_encoder(
     _save_transformers_model(model, target, dtype)
     tokenizer.save_pretrained(str(target))
     _set_tokenizer_max_length(target, max_length)
+    _set_tokenizer_json_limits(target, max_length)
     return target
+
+
+def _set_tokenizer_json_limits(path: Path, max_length: int) -> None:
+    """Make ``tokenizer.json``'s own truncation ``max_length`` and drop its fixed padding.
+
+    A tokenizer saved from a bi-encoder keeps whatever its source stored (all-MiniLM-L6-v2's
+    file truncates at 128 and pads every text to 128). transformers and sentence-transformers
+    override both per call, but a loader that reads the file with ``tokenizers`` alone (an ONNX
+    or Rust server) would cut pairs at 128 and pad short ones, unlike the model card's limit.
+    """
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return
+    data = json.loads(file.read_text(encoding="utf-8"))
+    direction = (data.get("truncation") or {}).get("direction", "Right")
+    data["truncation"] = {
+        "direction": direction,
+        "max_length": int(max_length),
+        "strategy": "LongestFirst",
+        "stride": 0,
+    }
+    data["padding"] = None
+    _write_json(file, data)
 
 
 def _position_limit(config: Any) -> int:

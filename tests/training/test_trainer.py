@@ -24,6 +24,7 @@ from sbert_retrieval.training import (
     init_cross_encoder_from_bi_encoder,
     latest_checkpoint,
     save_bi_encoder,
+    save_cross_encoder,
 )
 from tests.conftest import build_tiny_model
 
@@ -231,6 +232,26 @@ def test_init_cross_encoder_copies_the_encoder_exactly(
     assert json.loads((first / "tokenizer_config.json").read_text())["model_max_length"] == 128
     config_json = json.loads((first / "config.json").read_text())
     assert config_json["sentence_transformers"]["activation_fn"].endswith("Sigmoid")
+
+
+def test_a_saved_cross_encoder_tokenizer_file_truncates_at_its_limit_without_padding(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # The source's tokenizer.json (MiniLM's) truncates at 128 and pads every text to 128; a
+    # loader reading the saved file with `tokenizers` alone must see the cross-encoder's limit.
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = json.loads((tiny_model_dir / "tokenizer.json").read_text())
+    assert source["padding"] is not None and source["truncation"]["max_length"] == 128
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    out = save_cross_encoder(model, tokenizer, tmp_path / "ce", max_length=48)
+    loaded = Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert len(loaded.encode("short question", "short passage").ids) == 7
+    assert len(loaded.encode("question " * 40, "passage " * 80).ids) == 48
+    reranker = CrossEncoderReranker(out, device="cpu", dtype="float32")
+    assert reranker.max_length == 48
 
 
 def test_init_cross_encoder_from_an_mpnet_bi_encoder(tmp_path: Path) -> None:
