@@ -539,8 +539,8 @@ def _add_reranker_parser(kinds: argparse._SubParsersAction[argparse.ArgumentPars
         "--scifact-dev-by",
         choices=SCIFACT_DEV_SPLITS,
         default=recipe.scifact_dev_by,
-        help="hold SciFact dev claims out one by one (claim: the shipped recipe) or by cited"
-        f" abstract (abstract: no dev answer is trained on) ({recipe.scifact_dev_by})",
+        help="hold SciFact dev claims out by cited abstract (abstract: no dev answer is trained"
+        f" on; the shipped recipe) or one by one (claim) ({recipe.scifact_dev_by})",
     )
     defaults = RERANKER_TRAINING
     sub.add_argument("--epochs", type=_positive, default=defaults.epochs)

@@ -83,8 +83,8 @@ class CrossEncoderReranker:
         rerank_weight: The reranker's share of a reranked hit's final score, blended with the
             first stage's (:func:`~sbert_retrieval.retrieval.rerank_hits`), in (0, 1], after
             any first stage. Default: the weights the checkpoint recommends per first stage
-            (``config.json`` ``sbert_retrieval.rerank_weights``, e.g. ``{"dense": 0.6,
-            "hybrid": 0.3}``, chosen on dev when it was trained; ``rerank_weight`` there is
+            (``config.json`` ``sbert_retrieval.rerank_weights``, e.g. ``{"dense": 0.8,
+            "hybrid": 0.5}``, chosen on dev when it was trained; ``rerank_weight`` there is
             the one for any other stage), else 1 (reranker order only).
 
     Thread safety: :meth:`predict` and :meth:`score` are serialized by an internal lock.
