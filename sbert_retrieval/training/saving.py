@@ -143,13 +143,6 @@ def save_bi_encoder(
     return target
 
 
-def _set_tokenizer_max_length(path: Path, max_length: int) -> None:
-    config_file = path / "tokenizer_config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    config["model_max_length"] = int(max_length)
-    _write_json(config_file, config)
-
-
 def save_cross_encoder(
     model: Any,
     tokenizer: Any,
@@ -164,8 +157,8 @@ def save_cross_encoder(
         model: A transformers ``*ForSequenceClassification`` model.
         tokenizer: Its tokenizer.
         path: Target directory (created; files of the same names are replaced).
-        max_length: Tokens per (query, passage) pair, written as the tokenizer's
-            ``model_max_length`` so every loader truncates the same way.
+        max_length: Tokens per (query, passage) pair, written as the tokenizer's limit
+            (:func:`_set_tokenizer_limit`) so every loader truncates the same way.
         dtype: Weight dtype on disk: ``float32`` (default), ``float16`` or ``bfloat16``.
 
     Returns:
@@ -181,19 +174,24 @@ def save_cross_encoder(
     model.config.sentence_transformers = settings
     _save_transformers_model(model, target, dtype)
     tokenizer.save_pretrained(str(target))
-    _set_tokenizer_max_length(target, max_length)
-    _set_tokenizer_json_limits(target, max_length)
+    _set_tokenizer_limit(target, max_length)
     return target
 
 
-def _set_tokenizer_json_limits(path: Path, max_length: int) -> None:
-    """Make ``tokenizer.json``'s own truncation ``max_length`` and drop its fixed padding.
+def _set_tokenizer_limit(path: Path, max_length: int) -> None:
+    """Write ``max_length`` everywhere a saved tokenizer keeps its limit: ``tokenizer_config.json``
+    (``model_max_length``, what transformers and sentence-transformers truncate at) and
+    ``tokenizer.json``'s own truncation, whose fixed padding is dropped.
 
     A tokenizer saved from a bi-encoder keeps whatever its source stored (all-MiniLM-L6-v2's
     file truncates at 128 and pads every text to 128). transformers and sentence-transformers
     override both per call, but a loader that reads the file with ``tokenizers`` alone (an ONNX
     or Rust server) would cut pairs at 128 and pad short ones, unlike the model card's limit.
     """
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    config["model_max_length"] = int(max_length)
+    _write_json(config_file, config)
     file = path / "tokenizer.json"
     if not file.is_file():
         return
