@@ -92,14 +92,18 @@ class Int8Codes:
         """Release the block file and its maps (spilled codes only; idempotent). The codes
         are unusable afterwards."""
         self._blocks.clear()
-        for view in self._maps:
+        self._unmap_from(0)
+        if self._file is not None:
+            self._file.close()
+
+    def _unmap_from(self, block: int) -> None:
+        """Close the maps of block ``block`` and every one after it."""
+        for view in self._maps[block:]:
             # A caller may still hold a view of a block (BufferError): the map then goes
             # when that view does.
             with contextlib.suppress(BufferError):
                 view.close()
-        self._maps.clear()
-        if self._file is not None:
-            self._file.close()
+        del self._maps[block:]
 
     @property
     def last_label(self) -> int:
@@ -342,9 +346,6 @@ class Int8Codes:
         kept = (count + _BLOCK_ROWS - 1) >> _BLOCK_BITS
         del self._blocks[kept:]
         if self._file is not None:
-            for view in self._maps[kept:]:
-                with contextlib.suppress(BufferError):
-                    view.close()
-            del self._maps[kept:]
+            self._unmap_from(kept)
             # Unmapped first: a map past the end of its file faults on access.
             os.ftruncate(self._file.fileno(), kept * _BLOCK_ROWS * self.dimension)
