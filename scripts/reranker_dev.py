@@ -41,6 +41,11 @@ def main() -> None:
     parser.add_argument("--reranker", required=True, help="model directory or name")
     parser.add_argument("--dtype", default="auto", help="reranker dtype (default auto)")
     parser.add_argument("--depth", type=int, default=100, help="candidates reranked (100)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens per (query, passage) pair (default: the checkpoint's limit)",
+    )
     parser.add_argument("--first-stage", choices=("dense", "hybrid"), default="dense")
     parser.add_argument("--squad-queries", type=int, default=500)
     parser.add_argument("--squad-depth", type=int, default=30)
@@ -137,12 +142,13 @@ def main() -> None:
             squad, first_stage(squad, args.squad_depth), depth=args.squad_depth, name="squad"
         )
     encoder.close()
-    reranker = CrossEncoderReranker(args.reranker, dtype=args.dtype)
+    reranker = CrossEncoderReranker(args.reranker, dtype=args.dtype, max_length=args.max_length)
     started = time.perf_counter()
     weight, per_set = choose_rerank_weight(evaluators, reranker)
     report = {
         "reranker": str(reranker.path),
         "precision": str(reranker.dtype).removeprefix("torch."),
+        "max_length": reranker.max_length,
         "first_stage": args.first_stage,
         "chosen_rerank_weight": weight,
         "dev": per_set,
