@@ -14,6 +14,7 @@ import hnswlib
 import numpy as np
 
 from sbert_retrieval.models import EmbeddingSpec
+from sbert_retrieval.stores._hugepages import huge_pages
 from sbert_retrieval.stores.local import SNAPSHOT_MIN_TAIL, LocalStore, _decode_rows, exact_top_k
 from sbert_retrieval.stores.quantized import Int8Codes
 
@@ -157,13 +158,14 @@ class HnswStore(LocalStore):
     def _init_index(self, capacity: int) -> None:
         self._codes = self._new_codes()
         self._index = self._new_index()
-        self._index.init_index(
-            max_elements=max(capacity, _INITIAL_CAPACITY),
-            M=self.params.m,
-            ef_construction=self.params.ef_construction,
-            random_seed=100,
-            allow_replace_deleted=True,
-        )
+        with huge_pages():
+            self._index.init_index(
+                max_elements=max(capacity, _INITIAL_CAPACITY),
+                M=self.params.m,
+                ef_construction=self.params.ef_construction,
+                random_seed=100,
+                allow_replace_deleted=True,
+            )
         self._index.set_ef(self.params.ef_search)
 
     def _save_snapshot(self, file: Path) -> list[Path]:
@@ -182,9 +184,10 @@ class HnswStore(LocalStore):
 
     def _load_snapshot(self, file: Path, capacity: int, companions: Sequence[Path]) -> None:
         index = self._new_index()
-        index.load_index(
-            str(file), max_elements=max(capacity, _INITIAL_CAPACITY), allow_replace_deleted=True
-        )
+        with huge_pages():
+            index.load_index(
+                str(file), max_elements=max(capacity, _INITIAL_CAPACITY), allow_replace_deleted=True
+            )
         if index.dim != self.dimension:
             raise ValueError(f"the snapshot holds {index.dim}-d vectors, not {self.dimension}-d")
         index.set_ef(self.params.ef_search)
@@ -209,7 +212,8 @@ class HnswStore(LocalStore):
         needed = self._index.get_current_count() + len(labels)
         capacity = self._index.get_max_elements()
         if needed > capacity:
-            self._index.resize_index(max(needed, 2 * capacity))
+            with huge_pages():
+                self._index.resize_index(max(needed, 2 * capacity))
         # hnswlib normalizes for cosine inside; the int8 copy must hold what it compares. The
         # codes go first: their write can fail (a full disk), and then the graph is untouched.
         self._codes.add(labels, self._compared(vectors))

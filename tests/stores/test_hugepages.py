@@ -1,0 +1,149 @@
+"""Huge-page advice for hnswlib's memory: the range arithmetic against a set model, the parsing
+of /proc/self/maps, and (on Linux with THP) that the advice reaches the kernel for the memory an
+HnswStore's graph allocates, and for nothing allocated outside the advised calls."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sbert_retrieval.stores import HnswStore, _hugepages
+from sbert_retrieval.stores._hugepages import anonymous_ranges, huge_pages, new_ranges
+from tests.stores.contract import SPEC, brute_force, make_records, unit_vectors
+
+
+def _disjoint(points: list[int]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping, non-adjacent ranges from a list of boundaries."""
+    edges = sorted(set(points))
+    return [(edges[i], edges[i + 1]) for i in range(0, len(edges) - 1, 2)]
+
+
+def _addresses(ranges: list[tuple[int, int]]) -> set[int]:
+    return {a for start, end in ranges for a in range(start, end)}
+
+
+@given(st.lists(st.integers(0, 200), max_size=12), st.lists(st.integers(0, 200), max_size=12))
+def test_new_ranges_are_exactly_the_addresses_only_after_holds(
+    before_edges: list[int], after_edges: list[int]
+) -> None:
+    before, after = _disjoint(before_edges), _disjoint(after_edges)
+    found = new_ranges(before, after)
+    assert _addresses(found) == _addresses(after) - _addresses(before)
+    assert found == sorted(found) and all(start < end for start, end in found)
+
+
+def test_new_ranges_hand_cases() -> None:
+    assert new_ranges([], [(0, 100)]) == [(0, 100)]
+    # Merged with a neighbour that was already there: only the new part.
+    assert new_ranges([(0, 40)], [(0, 100)]) == [(40, 100)]
+    assert new_ranges([(10, 20), (30, 40)], [(0, 100)]) == [(0, 10), (20, 30), (40, 100)]
+    # Moved (a realloc's mremap): the new place only.
+    assert new_ranges([(0, 50)], [(100, 150)]) == [(100, 150)]
+    assert new_ranges([(0, 50), (60, 70)], [(0, 50), (60, 70)]) == []
+
+
+def test_anonymous_ranges_keep_private_writable_anonymous_mappings_and_the_heap() -> None:
+    maps = "\n".join(
+        [
+            "55d0a000-55d0b000 r--p 00000000 08:01 1234 /usr/bin/python3",
+            "55d0c000-55d0e000 rw-p 00000000 00:00 0 [heap]",
+            "7f0000000000-7f0040000000 rw-p 00000000 00:00 0",
+            "7f0040000000-7f0040001000 ---p 00000000 00:00 0",
+            "7f0050000000-7f0060000000 rw-s 00000000 00:01 77 /dev/zero (deleted)",
+            "7f0070000000-7f0070200000 rw-p 00000000 00:00 0 ",
+        ]
+    )
+    assert anonymous_ranges(maps) == [
+        (0x55D0C000, 0x55D0E000),
+        (0x7F0000000000, 0x7F0040000000),
+        (0x7F0070000000, 0x7F0070200000),
+    ]
+
+
+def _thp_usable() -> bool:
+    return sys.platform == "linux" and _hugepages._thp_available()
+
+
+needs_thp = pytest.mark.skipif(
+    not _thp_usable(), reason="needs Linux with transparent huge pages not set to never"
+)
+
+
+def _advised_bytes() -> int:
+    """Bytes of this process's mappings flagged ``hg`` (MADV_HUGEPAGE) in /proc/self/smaps."""
+    total, size = 0, 0
+    for line in Path("/proc/self/smaps").read_text(encoding="ascii", errors="replace").splitlines():
+        first = line.split(maxsplit=1)[0] if line.strip() else ""
+        if "-" in first and not first.endswith(":"):
+            start, end = (int(x, 16) for x in first.split("-"))
+            size = end - start
+        elif first == "VmFlags:" and " hg" in f" {line.split(':', 1)[1]}":
+            total += size
+    return total
+
+
+@pytest.fixture
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Advise mappings from 4 MiB up, so that a test-sized graph qualifies."""
+    monkeypatch.setattr(_hugepages, "MIN_BYTES", 4 << 20)
+    yield
+
+
+@needs_thp
+def test_memory_allocated_inside_is_advised_and_outside_is_not(small_threshold: None) -> None:
+    # Through libc's malloc, as hnswlib allocates (numpy advises its own large arrays).
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 64 << 20
+    start = _advised_bytes()
+    outside = libc.malloc(size)
+    assert outside
+    ctypes.memset(outside, 1, size)
+    try:
+        assert _advised_bytes() == start
+        with huge_pages():
+            inside = libc.malloc(size)
+        assert inside
+        try:
+            assert _advised_bytes() - start >= size - (4 << 20)
+            ctypes.memset(inside, 2, size)
+            assert ctypes.string_at(inside + size - 3, 3) == b"\x02\x02\x02"
+        finally:
+            libc.free(inside)
+    finally:
+        libc.free(outside)
+
+
+@needs_thp
+def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(
+    tmp_path: Path, small_threshold: None
+) -> None:
+    # 4,096-d: 1,024 elements (the initial capacity) take ~16 MiB, over the test's threshold.
+    spec = replace(SPEC, dimension=4096)
+    vectors = unit_vectors(1500, dim=4096)
+    records = make_records(vectors)
+    start = _advised_bytes()
+    store = HnswStore(tmp_path / "s", spec)
+    created = _advised_bytes()
+    assert created - start >= 8 << 20
+    store.upsert(records)  # past 1,024: the graph is resized (realloc'd and moved)
+    assert _advised_bytes() - start >= 24 << 20
+    query = vectors[7]
+    hits = [hit.id for hit in store.search(query, 5)[0]]
+    assert hits == brute_force(records, query, 5)
+    store.close()
+    released = _advised_bytes()
+    # Loaded from the snapshot close() wrote, at 1,500 elements' capacity (~25 MB).
+    reopened = HnswStore(tmp_path / "s", spec)
+    assert _advised_bytes() - released >= 16 << 20
+    assert [hit.id for hit in reopened.search(query, 5)[0]] == hits
+    reopened.close()
