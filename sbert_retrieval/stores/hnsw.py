@@ -184,7 +184,10 @@ class HnswStore(LocalStore):
 
     def _load_snapshot(self, file: Path, capacity: int, companions: Sequence[Path]) -> None:
         index = self._new_index()
-        with huge_pages():
+        # A writer collapses the loaded graph into huge pages now (seconds at 1M points, paid
+        # back by its next inserts); a reader may be open for one search, and leaves it to the
+        # kernel.
+        with huge_pages(collapse=not self.read_only):
             index.load_index(
                 str(file), max_elements=max(capacity, _INITIAL_CAPACITY), allow_replace_deleted=True
             )
