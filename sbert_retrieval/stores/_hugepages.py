@@ -9,12 +9,13 @@ Ubuntu's default) no huge page is used unless the memory is advised, and hnswlib
 hook. So the store notes the process's anonymous mappings before an hnswlib call that allocates
 (``init_index``, ``resize_index``, ``load_index``), and advises the large ones the call created:
 ``MADV_HUGEPAGE`` for the pages still to be touched, and, where asked, ``MADV_COLLAPSE``
-(Linux 6.1+) for those already written (a resize moves them, a load reads into them). Collapsing
-costs ~2.5 s per GiB at once (measured: 3.95 s for a 1M-point graph) and pays back within two
-10k-point batches (~25% faster each at 1M); left to itself the kernel's khugepaged collapses the
-advised memory in the background over minutes. Both are advice: a kernel that refuses them
-leaves the memory as it was, and nothing but speed depends on them. Collapsing never populates
-untouched pages (measured: RSS unchanged on a half-written 1 GiB block).
+(Linux 6.1+) for those already written (a resize moves them). Collapsing costs ~2.5-3.5 s per
+GiB at once (3.95-6 s for a 1M-point graph here) and pays back within two 10k-point batches
+(~25% faster each at 1M), so a resize collapses; a load only advises, and the kernel's
+khugepaged collapses the loaded graph in the background (slowly: 16 MiB per 10 s by default).
+Both are advice: a kernel that refuses them leaves the memory as it was, and nothing but speed
+depends on them. Collapsing never populates untouched pages (measured: RSS unchanged on a
+half-written 1 GiB block).
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def huge_pages(*, collapse: bool = True) -> Iterator[None]:
 
     Args:
         collapse: Also move the pages already written into huge pages now (default ``True``);
-            ``False`` leaves that to khugepaged, for callers that may not stay long (a reader
-            opened for one search).
+            ``False`` leaves that to khugepaged, for memory a caller may not use for long (a
+            graph loaded to answer one search).
 
     Mappings another thread creates meanwhile may be advised too; advice changes only speed.
     """

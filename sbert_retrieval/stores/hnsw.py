@@ -184,10 +184,10 @@ class HnswStore(LocalStore):
 
     def _load_snapshot(self, file: Path, capacity: int, companions: Sequence[Path]) -> None:
         index = self._new_index()
-        # A writer collapses the loaded graph into huge pages now (seconds at 1M points, paid
-        # back by its next inserts); a reader may be open for one search, and leaves it to the
-        # kernel.
-        with huge_pages(collapse=not self.read_only):
+        # Advised, not collapsed: collapsing a loaded 1M-point graph took 4-6 s here, more than
+        # the load itself, and a store is often opened for one search (the CLI). The kernel's
+        # khugepaged collapses it in the background; a later resize collapses it at once.
+        with huge_pages(collapse=False):
             index.load_index(
                 str(file), max_elements=max(capacity, _INITIAL_CAPACITY), allow_replace_deleted=True
             )

@@ -147,7 +147,7 @@ def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(
     assert _advised_bytes() - released >= 16 << 20
     assert [hit.id for hit in reopened.search(query, 5)[0]] == hits
     before_reader = _advised_bytes()
-    reader = HnswStore(tmp_path / "s", spec, read_only=True)  # advised, collapse left to the kernel
+    reader = HnswStore(tmp_path / "s", spec, read_only=True)
     assert _advised_bytes() - before_reader >= 16 << 20
     assert [hit.id for hit in reader.search(query, 5)[0]] == hits
     reader.close()
