@@ -13,6 +13,8 @@ At ``--points`` (our HnswStore, M / ef_construction / ef_search 16 / 200 / 128):
     ratio, the slowest batch; then one point + flush, 20 times (median);
   * close; then, in a fresh process, reopen (read-write, then read-only);
   * peak RSS (VmHWM) of the building process vs vectors + graph = N*dim*4 + N*M*2*4 bytes;
+  * the share of the store's files in the page cache when it is reopened and when the queries
+    start (a cold store pays a disk read per hit);
   * single-query top-10 latency p50/p99 over 200 queries, unfiltered and with {"bucket": 0},
     and recall@10 of 50 of them against exact brute force (numpy).
 At ``--anchor-points``, each in its own processes (fresh RSS): our HnswStore, chromadb
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
+import mmap
 import os
 import resource
 import shutil
@@ -168,6 +172,35 @@ def peak_rss_bytes() -> int:
 
 def ru_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def page_cache_resident(directory: Path) -> float:
+    """Share of the bytes of the files under ``directory`` that the page cache holds now
+    (``mincore`` on a private mapping of each file, which reads nothing). Latencies measured
+    on a cold store include a disk read per hit; this says which state a run measured."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = resident = 0
+    for file in sorted(directory.rglob("*")):
+        size = file.stat().st_size if file.is_file() else 0
+        if not size:
+            continue
+        pages = -(-size // page)
+        with (
+            file.open("rb") as handle,
+            mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY) as mapped,
+        ):
+            vector = (ctypes.c_ubyte * pages)()
+            view = ctypes.c_char.from_buffer(mapped)
+            try:
+                if libc.mincore(ctypes.addressof(view), size, vector) != 0:
+                    raise OSError(ctypes.get_errno(), f"mincore failed on {file}")
+            finally:
+                del view  # the mapping cannot close while a ctypes view holds it
+        total += pages
+        resident += int(np.count_nonzero(np.frombuffer(vector, dtype=np.uint8) & 1))
+    return round(resident / total, 3) if total else 1.0
 
 
 # -- the systems: build / reopen+query, each run inside a worker process ----------------------
@@ -381,6 +414,7 @@ def worker_build(args: argparse.Namespace) -> dict[str, Any]:
 def worker_query(args: argparse.Namespace) -> dict[str, Any]:
     system = SYSTEMS[args.system](args.dir)
     queries = query_vectors(args.queries)
+    cached_at_reopen = page_cache_resident(Path(args.dir))
     started = time.perf_counter()
     system.open()
     reopen_s = time.perf_counter() - started
@@ -391,6 +425,7 @@ def worker_query(args: argparse.Namespace) -> dict[str, Any]:
         "reopen_s": round(reopen_s, 3),
         "reopen_first_query_s": round(reopen_s + first_query_s, 3),
         "count": system.count(),
+        "page_cache_at_reopen": cached_at_reopen,
     }
     if args.system == "ours":  # read-only reopen: only our store has one
         system.close()
@@ -398,6 +433,7 @@ def worker_query(args: argparse.Namespace) -> dict[str, Any]:
         system.open(read_only=True)
         result["reopen_read_only_s"] = round(time.perf_counter() - started, 3)
         system.search(queries[0], False)
+    result["page_cache_at_queries"] = page_cache_resident(Path(args.dir))
     for filtered in (False, True):
         prefix = "filtered_" if filtered else ""
         for query in queries[:5]:  # warm up
@@ -544,6 +580,11 @@ def print_scale(r: dict[str, Any]) -> None:
         ("reopen (fresh process)", f"{r['reopen_s']} s", verdict("reopen_s", r["reopen_s"])),
         ("reopen + first query", f"{r['reopen_first_query_s']} s", ""),
         ("reopen read-only", f"{r.get('reopen_read_only_s')} s", ""),
+        (
+            "store files in the page cache: at reopen / at the queries",
+            f"{r.get('page_cache_at_reopen')} / {r.get('page_cache_at_queries')}",
+            "",
+        ),
         ("peak RSS (VmHWM) of the build process", mib(r["build_peak_rss_bytes"]), ""),
         (
             "  ru_maxrss (with the parent's, carried across exec)",
