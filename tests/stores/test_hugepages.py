@@ -127,28 +127,29 @@ def test_memory_allocated_inside_is_advised_and_outside_is_not(small_threshold: 
 def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(
     tmp_path: Path, small_threshold: None
 ) -> None:
-    # 4,096-d: 1,024 elements (the initial capacity) take ~16 MiB, over the test's threshold.
-    spec = replace(SPEC, dimension=4096)
-    vectors = unit_vectors(1500, dim=4096)
+    # 8,192-d: 1,024 elements (the initial capacity) take ~34 MB. Every allocation here is over
+    # glibc's largest mmap threshold (32 MiB), so each is a new mapping, as a large graph's
+    # always is; a smaller one may reuse heap a long test session freed, and is never advised.
+    spec = replace(SPEC, dimension=8192)
+    vectors = unit_vectors(1100, dim=8192)
     records = make_records(vectors)
     start = _advised_bytes()
     store = HnswStore(tmp_path / "s", spec)
-    created = _advised_bytes()
-    assert created - start >= 8 << 20
-    store.upsert(records)  # past 1,024: the graph is resized (realloc'd and moved)
     assert _advised_bytes() - start >= 24 << 20
+    store.upsert(records)  # past 1,024: resized to 2,048 elements (~67 MB, realloc'd and moved)
+    assert _advised_bytes() - start >= 56 << 20
     query = vectors[7]
     hits = [hit.id for hit in store.search(query, 5)[0]]
     assert hits == brute_force(records, query, 5)
     store.close()
     released = _advised_bytes()
-    # Loaded from the snapshot close() wrote, at 1,500 elements' capacity (~25 MB).
+    # Loaded from the snapshot close() wrote, at 1,100 elements' capacity (~36 MB).
     reopened = HnswStore(tmp_path / "s", spec)
-    assert _advised_bytes() - released >= 16 << 20
+    assert _advised_bytes() - released >= 24 << 20
     assert [hit.id for hit in reopened.search(query, 5)[0]] == hits
     before_reader = _advised_bytes()
     reader = HnswStore(tmp_path / "s", spec, read_only=True)
-    assert _advised_bytes() - before_reader >= 16 << 20
+    assert _advised_bytes() - before_reader >= 24 << 20
     assert [hit.id for hit in reader.search(query, 5)[0]] == hits
     reader.close()
     reopened.close()
