@@ -21,7 +21,7 @@ half-written 1 GiB block).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -94,13 +94,17 @@ def new_ranges(before: Sequence[Range], after: Sequence[Range]) -> list[Range]:
     return out
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library the process already runs on (its symbols, ``madvise`` among them), set up
+    once: every store open and graph resize passes through :func:`huge_pages`."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):
         return None
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    libc.madvise.restype = ctypes.c_int
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
     return libc
 
 
