@@ -527,6 +527,7 @@ def _add_reranker_parser(kinds: argparse._SubParsersAction[argparse.ArgumentPars
         ("--squad-sentences", recipe.squad_sentences, "SQuAD questions at sentence level"),
         ("--squad-paragraphs", recipe.squad_paragraphs, "SQuAD questions at paragraph level"),
         ("--qa-rounds", recipe.answer_selection_rounds, "passes over WikiQA/TrecQA questions"),
+        ("--scifact-rounds", recipe.scifact_rounds, "passes over SciFact train claims"),
     ):
         sub.add_argument(name, type=_non_negative, default=value, help=f"{text} ({value})")
     sub.add_argument(
@@ -899,6 +900,7 @@ def _train_reranker(args: argparse.Namespace) -> dict[str, Any]:
         squad_paragraphs=args.squad_paragraphs,
         answer_selection_rounds=args.qa_rounds,
         scifact=args.scifact,
+        scifact_rounds=args.scifact_rounds,
         scifact_dev_by=args.scifact_dev_by,
     )
     return train_reranker(

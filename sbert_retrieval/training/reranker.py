@@ -406,6 +406,7 @@ class RerankerRecipe:
         answer_selection_rounds: Times each WikiQA/TrecQA question appears (new negatives each
             round).
         scifact: SciFact train claims are used (all but the ``scifact_dev`` share).
+        scifact_rounds: Times each SciFact train claim appears (new negatives each round).
         scifact_dev: Share of SciFact train claims held out as dev (seeded), never trained on.
         scifact_dev_by: How they are held out (:func:`scifact_dev_split`): ``abstract``
             (the shipped model's recipe: no dev positive is a training positive) or ``claim``
@@ -423,6 +424,7 @@ class RerankerRecipe:
     answer_selection: tuple[str, ...] = ("wikiqa", "trecqa")
     answer_selection_rounds: int = 2
     scifact: bool = True
+    scifact_rounds: int = 1
     scifact_dev: float = 0.15
     scifact_dev_by: str = "abstract"
     sentence_negatives: Mapping[str, int] = field(
@@ -442,9 +444,10 @@ class RerankerRecipe:
             found.append(f"SQuAD v1.1 train, {self.squad_paragraphs} questions at paragraph level")
         found += [f"{name} train x{self.answer_selection_rounds}" for name in self.answer_selection]
         if self.scifact:
+            rounds = f" x{self.scifact_rounds}" if self.scifact_rounds != 1 else ""
             found.append(
-                f"SciFact train claims ({1 - self.scifact_dev:.0%}; the rest, held out by"
-                f" {self.scifact_dev_by}, is dev)"
+                f"SciFact train claims{rounds} ({1 - self.scifact_dev:.0%}; the rest, held out"
+                f" by {self.scifact_dev_by}, is dev)"
             )
         return found
 
@@ -632,7 +635,8 @@ def reranker_training_data(
         train, _ = scifact_dev_split(
             load_scifact(root, "train"), recipe.scifact_dev, seed, by=recipe.scifact_dev_by
         )
-        add("scifact-train", train, recipe.passage_negatives, seed=seed)
+        for round_ in range(recipe.scifact_rounds):
+            add("scifact-train", train, recipe.passage_negatives, seed=seed + round_)
     # WikiQA dev only while training (short pairs: ~1 minute per evaluation on 2 cores); the
     # held-out SciFact claims and SQuAD dev are scored after training, where the rerank weight
     # is chosen (scripts/reranker_dev.py).

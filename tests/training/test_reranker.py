@@ -237,6 +237,28 @@ def _mini_data_root(root: Path) -> Path:
     return root
 
 
+def test_scifact_rounds_repeat_each_claim_with_new_negatives(tiny_encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sbert_retrieval.training.reranker import RerankerRecipe, reranker_training_data
+
+    data = _mini_data_root(tmp_path / "data")
+    only_scifact = RerankerRecipe(
+        squad_sentences=0, squad_paragraphs=0, answer_selection=(), scifact_dev=0.25
+    )
+    once, _ = reranker_training_data(only_scifact, data, tiny_encoder)
+    twice, _ = reranker_training_data(
+        RerankerRecipe(**{**only_scifact.__dict__, "scifact_rounds": 2}), data, tiny_encoder
+    )
+    assert once and len(twice) == 2 * len(once)
+    assert twice[: len(once)] == once  # round 1 is the one-round recipe
+    assert sorted((g.query, g.positive) for g in twice[len(once) :]) == sorted(
+        (g.query, g.positive) for g in once
+    )
+    # Round 2 draws its negatives with another seed: some group differs in them.
+    assert [g.negatives for g in twice[len(once) :]] != [g.negatives for g in once]
+    assert all(set(g.negatives).isdisjoint({g.positive}) for g in twice)
+    assert "SciFact train claims x2" in " ".join(RerankerRecipe(scifact_rounds=2).sources())
+
+
 def test_train_reranker_cli_continues_a_killed_run(
     tiny_model_dir: Path,
     tmp_path: Path,
