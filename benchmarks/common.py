@@ -116,6 +116,46 @@ def cpu_flags() -> dict[str, Any]:
     }
 
 
+def proactive_reclaim() -> list[dict[str, Any]]:
+    """The kernel's DAMON-based proactive reclaim, where it runs (cloud VMs set it up).
+
+    A ``pageout`` scheme drops pages idle longer than ``min_idle_s`` even with memory free, so a
+    store's files leave the page cache a minute after they were last read or written, and the
+    first query to touch such a page reads the disk. Latency figures say which state they met;
+    this says why a store was cold. Empty where DAMON is absent or no kdamond is on.
+    """
+    root = Path("/sys/kernel/mm/damon/admin/kdamonds")
+
+    def read(path: Path) -> str:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return ""
+
+    found: list[dict[str, Any]] = []
+    for kdamond in sorted(root.glob("[0-9]*")):
+        if read(kdamond / "state") != "on":
+            continue
+        for context in sorted((kdamond / "contexts").glob("[0-9]*")):
+            aggregation_us = read(context / "monitoring_attrs" / "intervals" / "aggr_us")
+            for scheme in sorted((context / "schemes").glob("[0-9]*")):
+                age = read(scheme / "access_pattern" / "age" / "min")
+                filters = [
+                    f"{read(f / 'type')}: {'allow' if read(f / 'allow') == 'Y' else 'reject'}"
+                    for folder in ("core_filters", "ops_filters", "filters")
+                    for f in sorted((scheme / folder).glob("[0-9]*"))
+                ]
+                entry: dict[str, Any] = {
+                    "operations": read(context / "operations"),
+                    "action": read(scheme / "action"),
+                    "filters": filters,
+                }
+                if age.isdigit() and aggregation_us.isdigit():
+                    entry["min_idle_s"] = int(age) * int(aggregation_us) / 1e6
+                found.append(entry)
+    return found
+
+
 def hnswlib_build() -> dict[str, Any]:
     """How the installed hnswlib was compiled, read from the extension's DWARF producer string.
 
