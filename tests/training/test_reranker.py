@@ -242,7 +242,11 @@ def test_scifact_rounds_repeat_each_claim_with_new_negatives(tiny_encoder, tmp_p
 
     data = _mini_data_root(tmp_path / "data")
     only_scifact = RerankerRecipe(
-        squad_sentences=0, squad_paragraphs=0, answer_selection=(), scifact_dev=0.25
+        squad_sentences=0,
+        squad_paragraphs=0,
+        answer_selection=(),
+        scifact_rounds=1,
+        scifact_dev=0.25,
     )
     once, _ = reranker_training_data(only_scifact, data, tiny_encoder)
     twice, _ = reranker_training_data(
