@@ -569,10 +569,8 @@ def measure(
         result["batch_last5_median_s"] / result["batch_first5_median_s"], 2
     )
     if built["graph_s"]:
-        graph, rest = (
-            built["graph_s"],
-            [b - g for b, g in zip(batches, built["graph_s"], strict=True)],
-        )
+        graph = built["graph_s"]
+        rest = [b - g for b, g in zip(batches, graph, strict=True)]
         result["graph_s"] = graph
         for name, series in (("graph", graph), ("rest", rest)):
             result[f"{name}_first5_median_s"] = round(statistics.median(series[:5]), 3)

@@ -606,38 +606,52 @@ def reranker_training_data(
     mined = _Mined(mined_path, encoder, max(recipe.depth, 100))
     groups: list[GroupExample] = []
 
-    def add(key: str, data: RetrievalData, per_kind: Mapping[str, int], **extra: Any) -> None:
+    def add(
+        key: str,
+        data: RetrievalData,
+        per_kind: Mapping[str, int],
+        *,
+        rounds: int = 1,
+        **extra: Any,
+    ) -> None:
+        """``data``'s groups, ``rounds`` times: round r draws its negatives with seed + r."""
         dense, lexical = mined.candidates(key, data)
-        groups.extend(
-            training_groups(
-                data,
-                dense=dense,
-                lexical=lexical,
-                per_kind=per_kind,
-                skip_top=recipe.skip_top,
-                pool=recipe.pool,
-                **extra,
+        for round_ in range(rounds):
+            groups.extend(
+                training_groups(
+                    data,
+                    dense=dense,
+                    lexical=lexical,
+                    per_kind=per_kind,
+                    skip_top=recipe.skip_top,
+                    pool=recipe.pool,
+                    seed=seed + round_,
+                    **extra,
+                )
             )
-        )
 
     if recipe.squad_sentences:
         sentences, on_topic = load_squad_sentences(root, "train")
         sample = sentences.sample(recipe.squad_sentences, seed)
-        add("squad-sentences", sample, recipe.sentence_negatives, on_topic=on_topic, seed=seed)
+        add("squad-sentences", sample, recipe.sentence_negatives, on_topic=on_topic)
     if recipe.squad_paragraphs:
         paragraphs = load_squad(root, "train").sample(recipe.squad_paragraphs, seed + 1)
-        add("squad-paragraphs", paragraphs, recipe.passage_negatives, seed=seed)
+        add("squad-paragraphs", paragraphs, recipe.passage_negatives)
     for name in recipe.answer_selection:
         data = load_answer_selection_retrieval(root, name, "train")
         labelled = _labelled_negatives(data, load_answer_selection(root, name, "train"))
-        for round_ in range(recipe.answer_selection_rounds):
-            add(name, data, recipe.sentence_negatives, on_topic=labelled, seed=seed + round_)
+        add(
+            name,
+            data,
+            recipe.sentence_negatives,
+            rounds=recipe.answer_selection_rounds,
+            on_topic=labelled,
+        )
     if recipe.scifact:
         train, _ = scifact_dev_split(
             load_scifact(root, "train"), recipe.scifact_dev, seed, by=recipe.scifact_dev_by
         )
-        for round_ in range(recipe.scifact_rounds):
-            add("scifact-train", train, recipe.passage_negatives, seed=seed + round_)
+        add("scifact-train", train, recipe.passage_negatives, rounds=recipe.scifact_rounds)
     # WikiQA dev only while training (short pairs: ~1 minute per evaluation on 2 cores); the
     # held-out SciFact claims and SQuAD dev are scored after training, where the rerank weight
     # is chosen (scripts/reranker_dev.py).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -249,9 +250,7 @@ def test_scifact_rounds_repeat_each_claim_with_new_negatives(tiny_encoder, tmp_p
         scifact_dev=0.25,
     )
     once, _ = reranker_training_data(only_scifact, data, tiny_encoder)
-    twice, _ = reranker_training_data(
-        RerankerRecipe(**{**only_scifact.__dict__, "scifact_rounds": 2}), data, tiny_encoder
-    )
+    twice, _ = reranker_training_data(replace(only_scifact, scifact_rounds=2), data, tiny_encoder)
     assert once and len(twice) == 2 * len(once)
     assert twice[: len(once)] == once  # round 1 is the one-round recipe
     assert sorted((g.query, g.positive) for g in twice[len(once) :]) == sorted(
