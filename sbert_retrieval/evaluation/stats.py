@@ -46,6 +46,11 @@ def _check_not_constant(xs: np.ndarray, ys: np.ndarray) -> None:
 
 
 def _pearson(xs: np.ndarray, ys: np.ndarray) -> float:
+    if len(xs) == 2:
+        # Two distinct points lie on a line: r is exactly +-1. Centring could say otherwise
+        # where the mean rounds (0 and 5e-324 average to 0); scipy.stats.pearsonr answers this
+        # case the same way. Distinct floats never subtract to 0 (subnormals), so no sign is 0.
+        return float(np.sign(xs[1] - xs[0]) * np.sign(ys[1] - ys[0]))
     # As scipy.stats.pearsonr: centre, scale by the largest deviation, then normalize before the
     # dot product, so that tiny or huge values neither underflow nor overflow.
     xm = xs - xs.mean()

@@ -74,8 +74,12 @@ def test_known_values() -> None:
     y = [1.0, 8.0, 27.0, 64.0]
     assert spearman(x, y) == 1.0
     assert pearson(x, y) < 1.0
-    # Two items: always ±1.
+    # Two items: always ±1, exactly, even where the mean of one rounds (hypothesis found
+    # 0 and 5e-324, the smallest subnormal, whose mean is 0: centring gave 0.7071).
     assert spearman([1, 2], [5, 3]) == pytest.approx(-1.0)
+    assert pearson([0, 1], [0.0, 5e-324]) == 1.0
+    assert pearson([0, 1], [5e-324, 0.0]) == -1.0
+    assert pearson([3, -2], [1e-300, 2e-300]) == -1.0
     # Plain lists, tuples and arrays all work.
     assert spearman((1, 2, 3), np.array([1, 3, 2])) == pytest.approx(0.5)
 
