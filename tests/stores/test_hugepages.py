@@ -109,16 +109,28 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """No garbage collection while the test reads advised memory: a full-suite run once failed
+    when, as we read it, garbage of earlier tests was freed between two readings."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @needs_thp
-def test_memory_allocated_inside_is_advised_and_outside_is_not(small_threshold: None) -> None:
+def test_memory_allocated_inside_is_advised_and_outside_is_not(
+    small_threshold: None, collector_off: None
+) -> None:
     # Through libc's malloc, as hnswlib allocates (numpy advises its own large arrays).
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
     size = 64 << 20
-    gc.collect()
-    gc.disable()
     start = _advised_ranges()
     outside = libc.malloc(size)
     assert outside
@@ -136,12 +148,11 @@ def test_memory_allocated_inside_is_advised_and_outside_is_not(small_threshold: 
             libc.free(inside)
     finally:
         libc.free(outside)
-        gc.enable()
 
 
 @needs_thp
 def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(
-    tmp_path: Path, small_threshold: None
+    tmp_path: Path, small_threshold: None, collector_off: None
 ) -> None:
     # 8,192-d: 1,024 elements (the initial capacity) take ~34 MB. Every allocation here is over
     # glibc's largest mmap threshold (32 MiB), so each is a new mapping, as a large graph's
@@ -149,30 +160,24 @@ def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(
     spec = replace(SPEC, dimension=8192)
     vectors = unit_vectors(1100, dim=8192)
     records = make_records(vectors)
-    # Counted by address, with the collector off: a full-suite run once failed here when, as
-    # we read it, garbage of earlier tests was freed between two totals.
-    gc.collect()
-    gc.disable()
-    try:
-        start = _advised_ranges()
-        store = HnswStore(tmp_path / "s", spec)
-        assert _newly_advised_bytes(start) >= 24 << 20
-        store.upsert(records)  # past 1,024: resized to 2,048 elements (~67 MB, realloc'd, moved)
-        assert _newly_advised_bytes(start) >= 56 << 20
-        query = vectors[7]
-        hits = [hit.id for hit in store.search(query, 5)[0]]
-        assert hits == brute_force(records, query, 5)
-        store.close()
-        released = _advised_ranges()
-        # Loaded from the snapshot close() wrote, at 1,100 elements' capacity (~36 MB).
-        reopened = HnswStore(tmp_path / "s", spec)
-        assert _newly_advised_bytes(released) >= 24 << 20
-        assert [hit.id for hit in reopened.search(query, 5)[0]] == hits
-        before_reader = _advised_ranges()
-        reader = HnswStore(tmp_path / "s", spec, read_only=True)
-        assert _newly_advised_bytes(before_reader) >= 24 << 20
-        assert [hit.id for hit in reader.search(query, 5)[0]] == hits
-        reader.close()
-        reopened.close()
-    finally:
-        gc.enable()
+    # Counted by address: memory freed elsewhere cannot hide what each call advised.
+    start = _advised_ranges()
+    store = HnswStore(tmp_path / "s", spec)
+    assert _newly_advised_bytes(start) >= 24 << 20
+    store.upsert(records)  # past 1,024: resized to 2,048 elements (~67 MB, realloc'd, moved)
+    assert _newly_advised_bytes(start) >= 56 << 20
+    query = vectors[7]
+    hits = [hit.id for hit in store.search(query, 5)[0]]
+    assert hits == brute_force(records, query, 5)
+    store.close()
+    released = _advised_ranges()
+    # Loaded from the snapshot close() wrote, at 1,100 elements' capacity (~36 MB).
+    reopened = HnswStore(tmp_path / "s", spec)
+    assert _newly_advised_bytes(released) >= 24 << 20
+    assert [hit.id for hit in reopened.search(query, 5)[0]] == hits
+    before_reader = _advised_ranges()
+    reader = HnswStore(tmp_path / "s", spec, read_only=True)
+    assert _newly_advised_bytes(before_reader) >= 24 << 20
+    assert [hit.id for hit in reader.search(query, 5)[0]] == hits
+    reader.close()
+    reopened.close()
