@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from sbert_retrieval.encoding.bi_encoder import CPU_BF16_ENV, ONNX_ENV
 from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
@@ -18,6 +19,14 @@ from sbert_retrieval.models import DEFAULT_MODEL, resolve_model_path
 os.environ[CPU_BF16_ENV] = "0"
 # Likewise "auto" takes ONNX Runtime where it is installed: pinned off (tests of it opt in).
 os.environ[ONNX_ENV] = "0"
+
+# Property and stateful tests draw fresh examples on every run ("explore", the default), so a
+# developer's runs keep searching for new failures, each printed with the blob that replays it.
+# CI passes --hypothesis-profile=ci (.ci/run): the examples are derived from each test's source
+# instead, so a red CI run is caused by the change under test, not by an unlucky new draw.
+settings.register_profile("explore", print_blob=True)
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile("explore")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOKENIZER_FILES = (
