@@ -5,9 +5,8 @@ HnswStore's graph allocates, and for nothing allocated outside the advised calls
 from __future__ import annotations
 
 import ctypes
-import gc
+import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,30 +101,40 @@ def _newly_advised_bytes(before: list[tuple[int, int]]) -> int:
     return sum(end - start for start, end in new_ranges(before, _advised_ranges()))
 
 
-@pytest.fixture
-def small_threshold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Advise mappings from 4 MiB up, so that a test-sized graph qualifies."""
-    monkeypatch.setattr(_hugepages, "MIN_BYTES", 4 << 20)
-    yield
+ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    """No garbage collection while the test reads advised memory: a full-suite run once failed
-    when, as we read it, garbage of earlier tests was freed between two readings."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+def _in_fresh_process(probe: str, *args: str) -> None:
+    """Run ``probe``, a function of this module, in a new interpreter and fail with its error.
+
+    A long test session leaves large free chunks in the C heap, and glibc serves even a request
+    above its mmap threshold from such a chunk: memory already mapped, perhaps advised by an
+    earlier test, at addresses that are not new. Only a fresh process can tell whether an
+    allocation was advised (a full-suite run failed so, with nothing newly advised).
+    """
+    code = f"import sys; from tests.stores import test_hugepages as t; t.{probe}(*sys.argv[1:])"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{probe} failed:\n{result.stderr[-4000:]}"
 
 
-@needs_thp
-def test_memory_allocated_inside_is_advised_and_outside_is_not(
-    small_threshold: None, collector_off: None
-) -> None:
-    # Through libc's malloc, as hnswlib allocates (numpy advises its own large arrays).
+def _expect_advised(before: list[tuple[int, int]], at_least: int, what: str) -> None:
+    found = _newly_advised_bytes(before)
+    assert found >= at_least, f"{what}: {found} bytes newly advised, expected >= {at_least}"
+
+
+def probe_malloc_advice() -> None:
+    """Memory malloc'd inside :func:`huge_pages` is advised and memory malloc'd outside is not.
+
+    Through libc's malloc, as hnswlib allocates (numpy advises its own large arrays).
+    """
+    _hugepages.MIN_BYTES = 4 << 20  # as in a store: only large mappings are advised
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
@@ -136,12 +145,12 @@ def test_memory_allocated_inside_is_advised_and_outside_is_not(
     assert outside
     ctypes.memset(outside, 1, size)
     try:
-        assert _newly_advised_bytes(start) == 0
+        assert _newly_advised_bytes(start) == 0, "memory malloc'd outside huge_pages() is advised"
         with huge_pages():
             inside = libc.malloc(size)
         assert inside
         try:
-            assert _newly_advised_bytes(start) >= size - (4 << 20)
+            _expect_advised(start, size - (4 << 20), "malloc inside huge_pages()")
             ctypes.memset(inside, 2, size)
             assert ctypes.string_at(inside + size - 3, 3) == b"\x02\x02\x02"
         finally:
@@ -150,34 +159,45 @@ def test_memory_allocated_inside_is_advised_and_outside_is_not(
         libc.free(outside)
 
 
-@needs_thp
-def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(
-    tmp_path: Path, small_threshold: None, collector_off: None
-) -> None:
-    # 8,192-d: 1,024 elements (the initial capacity) take ~34 MB. Every allocation here is over
-    # glibc's largest mmap threshold (32 MiB), so each is a new mapping, as a large graph's
-    # always is; a smaller one may reuse heap a long test session freed, and is never advised.
+def probe_graph_advice(directory: str) -> None:
+    """An HnswStore's graph memory is advised when created, resized and loaded (writer, reader).
+
+    8,192-d: 1,024 elements (the initial capacity) take ~34 MB, so the advice threshold is
+    lowered to 4 MiB as :func:`probe_malloc_advice` does.
+    """
+    _hugepages.MIN_BYTES = 4 << 20
     spec = replace(SPEC, dimension=8192)
     vectors = unit_vectors(1100, dim=8192)
     records = make_records(vectors)
+    path = Path(directory) / "s"
     # Counted by address: memory freed elsewhere cannot hide what each call advised.
     start = _advised_ranges()
-    store = HnswStore(tmp_path / "s", spec)
-    assert _newly_advised_bytes(start) >= 24 << 20
+    store = HnswStore(path, spec)
+    _expect_advised(start, 24 << 20, "create")
     store.upsert(records)  # past 1,024: resized to 2,048 elements (~67 MB, realloc'd, moved)
-    assert _newly_advised_bytes(start) >= 56 << 20
+    _expect_advised(start, 56 << 20, "resize")
     query = vectors[7]
     hits = [hit.id for hit in store.search(query, 5)[0]]
-    assert hits == brute_force(records, query, 5)
+    assert hits == brute_force(records, query, 5), "search after the resize"
     store.close()
     released = _advised_ranges()
     # Loaded from the snapshot close() wrote, at 1,100 elements' capacity (~36 MB).
-    reopened = HnswStore(tmp_path / "s", spec)
-    assert _newly_advised_bytes(released) >= 24 << 20
-    assert [hit.id for hit in reopened.search(query, 5)[0]] == hits
+    reopened = HnswStore(path, spec)
+    _expect_advised(released, 24 << 20, "reopen")
+    assert [hit.id for hit in reopened.search(query, 5)[0]] == hits, "search after reopening"
     before_reader = _advised_ranges()
-    reader = HnswStore(tmp_path / "s", spec, read_only=True)
-    assert _newly_advised_bytes(before_reader) >= 24 << 20
-    assert [hit.id for hit in reader.search(query, 5)[0]] == hits
+    reader = HnswStore(path, spec, read_only=True)
+    _expect_advised(before_reader, 24 << 20, "read-only open")
+    assert [hit.id for hit in reader.search(query, 5)[0]] == hits, "search in the reader"
     reader.close()
     reopened.close()
+
+
+@needs_thp
+def test_memory_allocated_inside_is_advised_and_outside_is_not() -> None:
+    _in_fresh_process("probe_malloc_advice")
+
+
+@needs_thp
+def test_hnsw_graph_memory_is_advised_on_create_resize_and_reopen(tmp_path: Path) -> None:
+    _in_fresh_process("probe_graph_advice", str(tmp_path))
