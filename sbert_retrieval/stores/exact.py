@@ -31,6 +31,13 @@ class ExactStore(LocalStore):
         self._row_labels = np.zeros(len(self._matrix), dtype=np.int64)
         self._rows: dict[int, int] = {}
 
+    def _free_index(self) -> None:
+        matrix: np.ndarray | None = getattr(self, "_matrix", None)
+        if matrix is not None:  # (a store that failed to open may have none)
+            self._matrix = np.zeros((0, matrix.shape[1]), dtype=np.float32)
+            self._row_labels = np.zeros(0, dtype=np.int64)
+            self._rows = {}
+
     def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         vectors = self._compared(vectors)
         size = len(self._rows)

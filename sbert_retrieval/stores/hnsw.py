@@ -155,6 +155,9 @@ class HnswStore(LocalStore):
         super()._release()
         self._drop_codes()
 
+    def _free_index(self) -> None:
+        self._index = None
+
     def _init_index(self, capacity: int) -> None:
         self._codes = self._new_codes()
         self._index = self._new_index()

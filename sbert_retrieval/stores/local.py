@@ -431,6 +431,10 @@ class LocalStore(VectorStore, abc.ABC):
         """Load an index written by :meth:`_save_snapshot` (``companions`` verified, in order)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
+    def _free_index(self) -> None:
+        """Drop the in-memory index (called once, by :meth:`close`, under the exclusive lock)."""
+
     #: Whether the index is worth snapshotting (an exact matrix is rebuilt faster than read).
     KEEPS_SNAPSHOTS: ClassVar[bool] = False
 
@@ -472,6 +476,19 @@ class LocalStore(VectorStore, abc.ABC):
             yield connection
         finally:
             connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _search_transaction(self) -> Iterator[sqlite3.Connection]:
+        """The shared lock and one read transaction, for a search of the index and the rows.
+
+        A search that began before another thread's :meth:`close` finishes against the index;
+        one that reaches the lock after it gets the closed store's error, never a freed index.
+        """
+        with self._lock.read():
+            if self._closed:
+                raise StoreError("the store is closed")
+            with self._read_transaction() as connection:
+                yield connection
 
     # -- opening ------------------------------------------------------------------------------
     def _open(self, spec: EmbeddingSpec | None, metric: str) -> None:
@@ -1102,7 +1119,7 @@ class LocalStore(VectorStore, abc.ABC):
             raise StoreError("the store is closed")
         queries = self._compared(queries)
         self._refresh_if_changed()
-        with self._lock.read(), self._read_transaction() as connection:
+        with self._search_transaction() as connection:
             allowed = None if parsed is None else self._allowed(connection, parsed)
             available = self._count if allowed is None else len(allowed)
             if available <= 0:
@@ -1168,7 +1185,7 @@ class LocalStore(VectorStore, abc.ABC):
         index = self._lexical
         assert index is not None
         results: list[list[FusedRecord]] = []
-        with self._lock.read(), self._read_transaction() as connection:
+        with self._search_transaction() as connection:
             allowed = None if parsed is None else self._allowed(connection, parsed)
             available = self._count if allowed is None else len(allowed)
             if available > 0:
@@ -1331,6 +1348,11 @@ class LocalStore(VectorStore, abc.ABC):
             self._release()
 
     def _release(self) -> None:
+        # The index is most of a store's memory (1.7 GB at 1M points of 384-d in a graph): free
+        # it now, not when the last reference to the closed store goes, so that a close and a
+        # reopen of the same store never hold two.
+        with self._lock.write():
+            self._free_index()
         self._lexical = None
         with self._connections_lock:
             connections, self._connections = self._connections, []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +338,87 @@ def test_concurrent_flushes_do_not_race(tmp_path: Path) -> None:
     store.close()
     assert not errors, errors
     assert HnswStore(tmp_path, read_only=True).count() == 400
+
+
+@pytest.mark.parametrize("store_class", ["HnswStore", "ExactStore"])
+def test_close_frees_the_index_while_the_closed_store_is_still_referenced(
+    tmp_path: Path, store_class: str
+) -> None:
+    # A service that reopens its store (`self.store.close(); self.store = HnswStore(...)`) still
+    # holds the old object while the new one loads: its index must be gone by then. 1,100
+    # points of 8,192-d make an index of ~36 MB, which glibc and numpy map afresh (and unmap on
+    # free) in a new process, where RssAnon shows it; a test session's heap would hide it.
+    code = (
+        "import gc, json, sys\n"
+        "from dataclasses import replace\n"
+        f"from sbert_retrieval.stores import {store_class} as Store\n"
+        "from tests.stores.contract import SPEC, make_records, unit_vectors\n"
+        "def anon():\n"
+        "    status = open('/proc/self/status').read().split('RssAnon:')[1]\n"
+        "    return int(status.split()[0]) * 1024\n"
+        "spec = replace(SPEC, dimension=8192)\n"
+        "path = sys.argv[1]\n"
+        "with Store(path, spec) as store:\n"
+        "    store.upsert(make_records(unit_vectors(1100, dim=8192)))\n"
+        "del store\n"
+        "gc.collect(); gc.disable()\n"
+        "base = anon()\n"
+        "first = Store(path, spec)\n"
+        "one = anon() - base\n"
+        "first.close()\n"
+        "second = Store(path, spec)\n"
+        "both = anon() - base\n"
+        "hits = second.search(unit_vectors(1100, dim=8192)[7], 1)[0]\n"
+        "print(json.dumps({'one': one, 'both': both, 'hit': hits[0].id}))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s")],
+        check=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    index_bytes = 1100 * 8192 * 4
+    assert measured["one"] >= 0.8 * index_bytes  # the probe sees the loaded index
+    assert measured["both"] <= measured["one"] + 0.25 * index_bytes, measured
+    assert measured["hit"] == pid(7)
+
+
+def test_a_closed_store_refuses_searches_with_the_closed_error(tmp_path: Path) -> None:
+    store = HnswStore(tmp_path, SPEC)
+    store.upsert(make_records(unit_vectors(20)))
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.search(unit_vectors(1)[0], 3)
+    with pytest.raises(StoreError, match="closed"):
+        store.hybrid_search(unit_vectors(1), ["x"], 3)
+
+
+def test_close_waits_for_a_search_in_flight_before_freeing_the_index(tmp_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Paused(HnswStore):
+        def _search_vectors(self, queries, k, allowed):  # type: ignore[no-untyped-def]
+            entered.set()
+            release.wait(10)
+            return super()._search_vectors(queries, k, allowed)
+
+    vectors = unit_vectors(30)
+    store = Paused(tmp_path, SPEC)
+    store.upsert(make_records(vectors))
+    found: list[str] = []
+    searching = threading.Thread(target=lambda: found.append(store.search(vectors[4], 1)[0][0].id))
+    searching.start()
+    assert entered.wait(10)
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive()  # waiting for the search, not freeing the graph under it
+    release.set()
+    searching.join(10)
+    closing.join(10)
+    assert found == [pid(4)] and not closing.is_alive()
+    with pytest.raises(StoreError, match="closed"):
+        store.search(vectors[4], 1)
